@@ -1,0 +1,64 @@
+"""RecBole ``Config`` that knows the plugin's models and merges the plugin's YAML files."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from recbole.config import Config as RecBoleConfig
+from recbole.utils import ModelType
+
+from recbole_cemg import compat
+from recbole_cemg.utils import get_model
+
+PROPERTIES_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.realpath(__file__))), "properties")
+
+
+class Config(RecBoleConfig):
+    """RecBole's configurator plus ``properties/`` of this plugin.
+
+    Precedence, lowest first: RecBole's own defaults, ``properties/overall.yaml`` (the evaluation protocol shared by
+    every sequential model run through the plugin), ``properties/model/<model>.yaml``,
+    ``properties/dataset/<dataset>.yaml``, then the user's config files, ``config_dict`` and command line.
+    """
+
+    def __init__(
+        self,
+        model: str | type | None = None,
+        dataset: str | None = None,
+        config_file_list: list[str] | None = None,
+        config_dict: dict[str, Any] | None = None,
+    ) -> None:
+        compat.apply()
+        super().__init__(model, dataset, config_file_list, config_dict)
+
+    def compatibility_settings(self) -> None:
+        compat.patch_numpy_aliases()
+        super().compatibility_settings()
+
+    def _get_model_and_dataset(self, model, dataset):
+        if model is None:
+            model = self.external_config_dict.get("model")
+            if model is None:
+                raise KeyError("`model` must be given as an argument, in a config file, a config dict or --model=NAME.")
+        if isinstance(model, str):
+            model_name, model_class = model, get_model(model)
+        else:
+            model_name, model_class = model.__name__, model
+        if dataset is None:
+            dataset = self.external_config_dict.get("dataset")
+            if dataset is None:
+                raise KeyError("`dataset` must be given as an argument, in a config file, a config dict or --dataset=NAME.")
+        return model_name, model_class, dataset
+
+    def _load_internal_config_dict(self, model, model_class, dataset) -> None:
+        super()._load_internal_config_dict(model, model_class, dataset)
+        files = [os.path.join(PROPERTIES_DIR, "model", f"{model}.yaml")]
+        if model_class.type == ModelType.SEQUENTIAL:
+            files.insert(0, os.path.join(PROPERTIES_DIR, "overall.yaml"))
+        dataset_file = os.path.join(PROPERTIES_DIR, "dataset", f"{dataset}.yaml")
+        for file in files + [dataset_file]:
+            if os.path.isfile(file):
+                loaded = self._update_internal_config_dict(file) or {}
+                if file == dataset_file:
+                    self.parameters["Dataset"] += [k for k in loaded if k not in self.parameters["Dataset"]]

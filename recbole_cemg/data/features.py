@@ -1,0 +1,154 @@
+"""Item feature files: how modality features (text, image, ...) reach CEMG, aligned to RecBole's item ids.
+
+One file per modality, ``<feature_path>/<dataset>.<modality>.npz``, holding three arrays:
+
+``item_id``   the item tokens exactly as in the dataset's atomic files (strings), one per row;
+``features``  a float matrix ``[rows, dim]`` (float16 or float32), finite;
+``encoder``   a string naming the model that produced the features (``""`` when unknown).
+
+Items of the dataset missing from a file simply lack that modality (it is masked in the fusion). Rows are matched to
+RecBole's internal ids through ``dataset.field2token_id``, so the order of the file does not matter.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from logging import getLogger
+
+import numpy as np
+import torch
+
+PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.realpath(__file__))))
+
+
+@dataclass
+class ItemFeatures:
+    """Features as stored in a file: one row per item token."""
+
+    item_tokens: np.ndarray
+    features: np.ndarray
+    encoder: str = ""
+
+
+@dataclass
+class AlignedFeatures:
+    """Features indexed by RecBole's internal item id; ``mask[i]`` says whether item ``i`` has this modality."""
+
+    name: str
+    values: torch.Tensor
+    mask: torch.Tensor
+    encoder: str = ""
+
+
+def save_item_features(path: str, item_tokens, features: np.ndarray, encoder: str = "") -> None:
+    """Write a feature file atomically: a crash leaves either the old file or the new one, never half of one."""
+    features = np.asarray(features)
+    item_tokens = np.asarray([str(t) for t in item_tokens])
+    if features.ndim != 2 or len(item_tokens) != len(features):
+        raise ValueError(f"{path}: need one feature row per item token, got {len(item_tokens)} tokens and "
+                         f"features of shape {features.shape}.")
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    handle, tmp_path = tempfile.mkstemp(dir=directory, suffix=".tmp.npz")
+    try:
+        with os.fdopen(handle, "wb") as f:
+            np.savez(f, item_id=item_tokens, features=features, encoder=np.asarray(encoder))
+        os.replace(tmp_path, path)
+    except BaseException:
+        if os.path.exists(tmp_path):
+            os.remove(tmp_path)
+        raise
+
+
+def load_item_features(path: str) -> ItemFeatures:
+    """Read a feature file and check it is well formed; every problem names the file."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"Feature file not found: {path}. Create it with dataset_scripts/encode_text.py "
+                                "(or any tool writing the format described in the README), or remove the modality "
+                                "from `modalities`.")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            missing = {"item_id", "features"} - set(data.files)
+            if missing:
+                raise ValueError(f"{path}: missing array(s) {sorted(missing)}; expected 'item_id' and 'features'.")
+            tokens = data["item_id"].astype(str)
+            features = data["features"]
+            encoder = str(data["encoder"]) if "encoder" in data.files else ""
+    except (OSError, ValueError) as error:
+        if isinstance(error, ValueError) and str(error).startswith(path):
+            raise
+        raise ValueError(f"{path}: not a readable .npz feature file ({error}).") from error
+    if features.ndim != 2 or features.shape[0] != tokens.shape[0]:
+        raise ValueError(f"{path}: 'features' must be a matrix with one row per 'item_id' ({tokens.shape[0]} ids), "
+                         f"got shape {features.shape}.")
+    if not np.issubdtype(features.dtype, np.floating):
+        raise ValueError(f"{path}: 'features' must be floating point, got {features.dtype}.")
+    bad = ~np.isfinite(features).all(axis=1)
+    if bad.any():
+        raise ValueError(f"{path}: {int(bad.sum())} row(s) contain NaN or inf, e.g. item '{tokens[bad][0]}'. "
+                         "Re-extract the features for these items.")
+    unique, counts = np.unique(tokens, return_counts=True)
+    if (counts > 1).any():
+        raise ValueError(f"{path}: duplicate item tokens, e.g. '{unique[counts > 1][0]}' "
+                         f"({int((counts > 1).sum())} duplicated). Keep one row per item.")
+    return ItemFeatures(tokens, features, encoder)
+
+
+def align_item_features(stored: ItemFeatures, token2id: dict, n_items: int, name: str, source: str,
+                        unknown_items: str = "error") -> AlignedFeatures:
+    """Place each stored row at its item's internal id; items without a row are masked."""
+    ids = np.fromiter((token2id.get(t, -1) for t in stored.item_tokens), dtype=np.int64, count=len(stored.item_tokens))
+    unknown = ids < 0
+    if unknown.all():
+        raise ValueError(f"{source}: none of its {len(ids)} item tokens is an item of the dataset (e.g. "
+                         f"'{stored.item_tokens[0]}'). Is it the feature file of another dataset?")
+    if unknown.any() and unknown_items != "ignore":
+        raise ValueError(f"{source}: {int(unknown.sum())} item token(s) are not items of the dataset, e.g. "
+                         f"'{stored.item_tokens[unknown][0]}'. If the dataset config filters items out, set "
+                         "`feature_unknown_items: ignore`.")
+    values = torch.zeros(n_items, stored.features.shape[1], dtype=torch.float32)
+    mask = torch.zeros(n_items, dtype=torch.bool)
+    values[ids[~unknown]] = torch.from_numpy(stored.features[~unknown].astype(np.float32))
+    mask[ids[~unknown]] = True
+    mask[0] = False  # the padding item
+    return AlignedFeatures(name, values, mask, stored.encoder)
+
+
+def resolve_path(path: str) -> str:
+    """A relative path is looked up from the working directory, then from the project root."""
+    if os.path.isabs(path) or os.path.exists(path):
+        return path
+    candidate = os.path.join(PROJECT_ROOT, path)
+    return candidate if os.path.exists(candidate) else path
+
+
+def feature_file(config, modality: str) -> str:
+    """Where the features of ``modality`` live: ``feature_files[modality]`` or ``<feature_path>/<dataset>.<modality>.npz``."""
+    explicit = (config["feature_files"] or {}).get(modality)
+    if explicit:
+        return resolve_path(explicit)
+    directory = config["feature_path"] or config["data_path"]
+    return os.path.join(resolve_path(directory), f"{config['dataset']}.{modality}.npz")
+
+
+def load_modalities(config, dataset, modalities: list[str]) -> list[AlignedFeatures]:
+    """Load and align every listed content modality of the dataset's items."""
+    logger = getLogger()
+    item_field = dataset.iid_field
+    token2id = dataset.field2token_id[item_field]
+    aligned = []
+    for modality in modalities:
+        path = feature_file(config, modality)
+        feats = align_item_features(load_item_features(path), token2id, dataset.item_num, modality, path,
+                                    config["feature_unknown_items"] or "error")
+        covered = int(feats.mask.sum())
+        logger.info(f"modality '{modality}' from {path}: dim {feats.values.shape[1]}, "
+                    f"{covered}/{dataset.item_num - 1} items, encoder '{feats.encoder or 'unknown'}'")
+        aligned.append(feats)
+    encoders = {f.encoder for f in aligned if f.encoder}
+    if len(encoders) > 1:
+        logger.warning(f"Modalities were encoded by different models ({sorted(encoders)}); this is fine for "
+                       "separate towers, but check it is intended.")
+    return aligned

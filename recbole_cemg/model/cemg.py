@@ -1,0 +1,264 @@
+"""CEMG: collaborative-enhanced multimodal generative recommendation, as a RecBole sequential model.
+
+Each item becomes a short tuple of discrete codes (``ItemTokenizer``: collaborative-guided fusion of the item's
+modalities + RQ-VAE + de-duplication level); a causal LM (``CodeGenerator``) learns to write the next item's codes
+after the history's codes; recommendation is trie-constrained beam search over the valid code tuples.
+
+The stages that precede generator training (collaborative embeddings, tokenizer) are run by ``CEMGTrainer``; this
+class holds their results (``collab_embeddings``, ``item_codes``) and implements RecBole's model contract.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from logging import getLogger
+
+import numpy as np
+import torch
+from recbole.model.abstract_recommender import SequentialRecommender
+from recbole.utils import InputType
+
+from recbole_cemg.data.features import load_modalities
+from recbole_cemg.model.collaborative import collaborative_dim
+from recbole_cemg.model.decoding import CodeTrie, constrained_beam_search
+from recbole_cemg.model.fusion import FUSION_MODES
+from recbole_cemg.model.generator import CodeGenerator
+from recbole_cemg.model.tokenizer import (ItemTokenizer, TokenizerInputs, TokenizerReport, code_usage, deduplicate,
+                                          unique_rows)
+
+# Items outside the beams get scores below every beam: FALLBACK_SCORE minus their training-popularity rank, so the
+# order of the tail is fixed (never a tie left to ``topk``).
+FALLBACK_SCORE = -1.0e6
+
+
+class CEMG(SequentialRecommender):
+    input_type = InputType.POINTWISE
+
+    def __init__(self, config, dataset) -> None:
+        super().__init__(config, dataset)
+        validate_config(config)
+        self.config = config
+        self.item_tokens = list(dataset.field2id_token[self.ITEM_ID])
+        self.level_sizes = [config["codebook_size"]] * config["codebook_levels"] + [config["dedup_size"]]
+        self.num_beams = config["num_beams"]
+
+        self.content = load_modalities(config, dataset, config["modalities"] or [])
+        collab_dim = collaborative_dim(config)
+        names = [f.name for f in self.content] + (["collab"] if config["collab_in_fusion"] else [])
+        dims = [f.values.shape[1] for f in self.content] + ([collab_dim] if config["collab_in_fusion"] else [])
+        self.tokenizer = ItemTokenizer(
+            names, dims, collab_dim, config["fusion_dim"], list(config["rqvae_hidden_dims"]),
+            config["rqvae_latent_dim"], config["codebook_levels"], config["codebook_size"], config["fusion"],
+            config["fusion_guidance"], config["rqvae_beta"], config["align_weight"], config["align_temperature"],
+            config["rqvae_dropout"])
+        self.generator = CodeGenerator(
+            self.level_sizes, config["MAX_ITEM_LIST_LENGTH"], config["llm_path"], config["llm_config"],
+            config["lora"], config["prompt"] or "", config["prompt_suffix"] or "", generator_dtype(config))
+
+        self.register_buffer("collab_embeddings", torch.zeros(self.n_items, collab_dim))
+        self.register_buffer("item_codes", torch.zeros(self.n_items, len(self.level_sizes), dtype=torch.long))
+        self.warm_items, fallback = training_item_statistics(dataset, self.ITEM_ID, self.ITEM_SEQ, self.n_items)
+        self.register_buffer("fallback_scores", fallback, persistent=False)
+        self.trie: CodeTrie | None = None
+        self.tokenizer_report: TokenizerReport | None = None
+        self.decoding_stats = DecodingStats(self.num_beams)
+
+    # ------------------------------------------------------------------------------------------ item codes
+    def tokenizer_inputs(self) -> TokenizerInputs:
+        features = [f.values for f in self.content]
+        masks = [f.mask for f in self.content]
+        if self.config["collab_in_fusion"]:
+            features.append(self.collab_embeddings.cpu())
+            masks.append(torch.arange(self.n_items) > 0)
+        return TokenizerInputs(features, masks, self.collab_embeddings.cpu())
+
+    def fit_tokenizer(self, show_progress: bool = True) -> TokenizerReport:
+        """Train fusion + RQ-VAE on every item, then fix each item's unique code tuple."""
+        config = self.config
+        device = self.collab_embeddings.device
+        inputs = self.tokenizer_inputs().to(device)
+        items = torch.arange(1, self.n_items, device=device)
+        seed = torch.Generator(device=device).manual_seed(config["seed"])
+        epochs = self.tokenizer.fit(inputs, items, config["tokenizer_epochs"], config["tokenizer_learning_rate"],
+                                    config["tokenizer_batch_size"], config["tokenizer_eval_step"],
+                                    config["tokenizer_stopping_step"], show_progress=show_progress, generator=seed)
+        for p in self.tokenizer.parameters():
+            p.requires_grad_(False)
+        encoded = self.tokenizer.encode(inputs.rows(items))
+        codes = deduplicate(encoded["codes"], encoded["residual"], config["dedup_size"])
+        self.set_codes(torch.cat([torch.zeros_like(codes[:1]), codes]))
+        weights = encoded["weights"].mean(0).tolist()
+        self.tokenizer_report = make_report(encoded["codes"], codes, self.level_sizes, encoded["reconstruction"],
+                                            epochs, dict(zip(self.tokenizer.modality_names, weights)))
+        return self.tokenizer_report
+
+    def set_codes(self, codes: torch.Tensor) -> None:
+        """Install the code table ``[items, levels]`` (row 0: padding item) and build the decoding trie."""
+        self.item_codes.copy_(codes.to(self.item_codes.device))
+        items = torch.arange(1, self.n_items)
+        self.trie = CodeTrie(self.item_codes.cpu(), items, self.level_sizes).to(self.item_codes.device)
+
+    def save_codes(self, path: str) -> None:
+        """Write ``{item token: [codes]}`` (readable JSON) atomically; ``tokenizer_path`` loads it back."""
+        table = {"level_sizes": self.level_sizes,
+                 "codes": {self.item_tokens[i]: self.item_codes[i].tolist() for i in range(1, self.n_items)}}
+        directory = os.path.dirname(os.path.abspath(path))
+        os.makedirs(directory, exist_ok=True)
+        handle, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
+        with os.fdopen(handle, "w", encoding="utf-8") as f:
+            json.dump(table, f, indent=0)
+        os.replace(tmp, path)
+
+    def load_codes(self, path: str) -> None:
+        """Read a codes file written by ``save_codes`` and check it matches this dataset and configuration."""
+        with open(path, encoding="utf-8") as f:
+            table = json.load(f)
+        if table.get("level_sizes") != self.level_sizes:
+            raise ValueError(f"{path}: written for code levels {table.get('level_sizes')}, but this run has "
+                             f"{self.level_sizes} (codebook_levels, codebook_size, dedup_size).")
+        stored = table["codes"]
+        missing = [t for t in self.item_tokens[1:] if t not in stored]
+        if missing or len(stored) != self.n_items - 1:
+            raise ValueError(f"{path}: its {len(stored)} items do not match the dataset's {self.n_items - 1} "
+                             f"(e.g. missing '{missing[0] if missing else '-'}'). Was it written for another dataset "
+                             "or another filtering?")
+        codes = torch.tensor([[0] * len(self.level_sizes)] + [stored[t] for t in self.item_tokens[1:]])
+        if (codes >= torch.tensor(self.level_sizes)).any() or (codes < 0).any():
+            raise ValueError(f"{path}: codes outside the code levels {self.level_sizes}.")
+        self.set_codes(codes)
+
+    # ------------------------------------------------------------------------------------------ RecBole contract
+    def _history(self, interaction) -> tuple[torch.Tensor, torch.Tensor]:
+        history = self.generator.code_tokens(self.item_codes[interaction[self.ITEM_SEQ]])
+        return history, interaction[self.ITEM_SEQ_LEN]
+
+    def calculate_loss(self, interaction) -> torch.Tensor:
+        history, lengths = self._history(interaction)
+        target = self.generator.code_tokens(self.item_codes[interaction[self.POS_ITEM_ID]])
+        if not self.config["train_all_positions"]:
+            return self.generator.loss(history, lengths, target)
+        window = torch.cat([history, torch.zeros_like(history[:, :1])], dim=1)
+        window[torch.arange(len(lengths), device=lengths.device), lengths] = target
+        return self.generator.sequence_loss(window, lengths + 1)
+
+    def predict(self, interaction) -> torch.Tensor:
+        """Teacher-forced log-probability of the given item's code tuple."""
+        history, lengths = self._history(interaction)
+        target = self.generator.code_tokens(self.item_codes[interaction[self.ITEM_ID]])
+        return self.generator.target_log_probs(history, lengths, target).sum(-1)
+
+    def full_sort_predict(self, interaction) -> torch.Tensor:
+        """Beam items get their log-probability; all others rank below them in a fixed order."""
+        history, lengths = self._history(interaction)
+        start = time.perf_counter()
+        items, scores = constrained_beam_search(self.generator, self.trie, history, lengths, self.num_beams)
+        self.decoding_stats.add(items, self.n_items, time.perf_counter() - start)
+        full = self.fallback_scores.unsqueeze(0).repeat(len(items), 1)
+        found = items >= 0
+        rows = torch.arange(len(items), device=items.device).unsqueeze(1).expand_as(items)
+        full[rows[found], items[found]] = scores[found]
+        return full
+
+    # ------------------------------------------------------------------------------------------ checkpoints
+    def checkpoint_state(self) -> dict[str, torch.Tensor]:
+        """Everything but the frozen weights of a pretrained LLM: the generator's trainable parameters, the
+        tokenizer (small), the collaborative embeddings and the code table."""
+        trainable = {f"generator.{n}" for n in self.generator.trainable_state_names()}
+        return {k: v for k, v in self.state_dict().items()
+                if not k.startswith("generator.") or k in trainable or not self.config["llm_path"]}
+
+    def load_checkpoint_state(self, state: dict[str, torch.Tensor]) -> None:
+        missing, unexpected = self.load_state_dict(state, strict=False)
+        expected_missing = set(self.state_dict()) - set(self.checkpoint_state())
+        if unexpected or set(missing) - expected_missing:
+            raise ValueError(f"Checkpoint does not fit this model: missing {sorted(set(missing) - expected_missing)[:5]}"
+                             f", unexpected {unexpected[:5]}. Was it written with another configuration?")
+        self.set_codes(self.item_codes)
+
+
+class DecodingStats:
+    """Counts for the result file: users decoded, time, and generated items that are invalid or repeated."""
+
+    def __init__(self, beams: int) -> None:
+        self.beams = beams
+        self.reset()
+
+    def reset(self) -> None:
+        self.users, self.seconds, self.generated, self.invalid, self.repeated = 0, 0.0, 0, 0, 0
+
+    def add(self, items: torch.Tensor, n_items: int, seconds: float) -> None:
+        self.users += len(items)
+        self.seconds += seconds
+        for row in items.tolist():
+            found = [item for item in row if item >= 0]
+            self.generated += len(found)
+            self.invalid += sum(not 0 < item < n_items for item in found)
+            self.repeated += len(found) - len(set(found))
+
+    def as_dict(self) -> dict:
+        return {"beams": self.beams, "users": self.users, "seconds": round(self.seconds, 3),
+                "users_per_second": round(self.users / self.seconds, 2) if self.seconds else None,
+                "generated_items": self.generated,
+                "invalid_share": self.invalid / self.generated if self.generated else 0.0,
+                "repeated_share": self.repeated / self.generated if self.generated else 0.0}
+
+
+def training_item_statistics(dataset, item_field: str, seq_field: str, n_items: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Which items occur in the training split, and fallback scores ranking them by training popularity."""
+    counts = torch.bincount(dataset.inter_feat[item_field], minlength=n_items).double()
+    if seq_field in dataset.inter_feat:
+        counts += torch.bincount(dataset.inter_feat[seq_field].flatten(), minlength=n_items).double()
+    counts[0] = 0
+    rank = torch.empty(n_items, dtype=torch.long)
+    rank[torch.argsort(-counts, stable=True)] = torch.arange(n_items)
+    return counts > 0, FALLBACK_SCORE - rank.float()
+
+
+def make_report(raw_codes: torch.Tensor, codes: torch.Tensor, level_sizes: list[int], reconstruction: float,
+                epochs: int, modality_weights: dict[str, float]) -> TokenizerReport:
+    items = len(codes)
+    unique = unique_rows(raw_codes)
+    usage, entropy, used = code_usage(codes, level_sizes)
+    largest = int(torch.unique(raw_codes, dim=0, return_counts=True)[1].max())
+    return TokenizerReport(items=items, unique_before_dedup=unique, collisions=items - unique,
+                           collision_rate=(items - unique) / items, max_items_per_tuple=largest,
+                           unique_after_dedup=unique_rows(codes), reconstruction_error=reconstruction,
+                           usage=usage, entropy_bits=entropy, used_codes=used, epochs=epochs,
+                           modality_weights=modality_weights)
+
+
+def generator_dtype(config) -> torch.dtype:
+    if config["llm_dtype"] == "bfloat16":
+        if torch.cuda.is_available() and torch.cuda.is_bf16_supported() and config["device"].type == "cuda":
+            return torch.bfloat16
+        getLogger().warning("llm_dtype bfloat16 is not supported on this device; using float32.")
+    return torch.float32
+
+
+def validate_config(config) -> None:
+    """Stop early, naming the key, on values that would fail late or silently."""
+    def need(condition: bool, key: str, message: str) -> None:
+        if not condition:
+            raise ValueError(f"Invalid config value `{key}` = {config[key]!r}: {message}")
+
+    need(isinstance(config["codebook_levels"], int) and config["codebook_levels"] >= 1, "codebook_levels",
+         "need at least 1 level.")
+    need(isinstance(config["codebook_size"], int) and config["codebook_size"] >= 2, "codebook_size",
+         "need at least 2 codes per level.")
+    need(isinstance(config["dedup_size"], int) and config["dedup_size"] >= 1, "dedup_size", "must be >= 1.")
+    need(config["fusion"] in FUSION_MODES, "fusion", f"choose one of {FUSION_MODES}.")
+    need(isinstance(config["num_beams"], int) and config["num_beams"] >= max(config["topk"]), "num_beams",
+         f"must be at least the largest topk ({max(config['topk'])}), else the top-k lists are cut short.")
+    need(bool(config["modalities"]) or config["collab_in_fusion"], "modalities",
+         "no modality to tokenize: list content modalities or set collab_in_fusion: True.")
+    lora = config["lora"]
+    if lora:
+        need(isinstance(lora, dict) and int(lora.get("r", 8)) > 0, "lora", "LoRA rank `r` must be positive.")
+        need(bool(config["llm_path"]), "lora", "LoRA needs a pretrained model in `llm_path`.")
+    need(not (config["train_all_positions"] and config["prompt_suffix"]), "train_all_positions",
+         "training on all positions cannot place a `prompt_suffix`; set train_all_positions: False.")
+    need(isinstance(config["train_stride"], int) and config["train_stride"] >= 1, "train_stride", "must be >= 1.")
+    need(config["llm_dtype"] in ("float32", "bfloat16"), "llm_dtype", "choose float32 or bfloat16.")

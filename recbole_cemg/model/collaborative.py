@@ -1,0 +1,106 @@
+"""Collaborative item embeddings: learned from the training split by a RecBole model, or read from a file.
+
+Items that never occur in the training split (cold start) have no learned embedding. A ridge regression from their
+content features to the collaborative space, fitted on the warm items, gives them one, so that their codes still
+land near the co-consumed items they resemble.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from logging import getLogger
+
+import recbole
+import torch
+import yaml
+
+from recbole_cemg.data.features import AlignedFeatures
+
+
+def is_feature_file(source: str) -> bool:
+    return source.endswith(".npz")
+
+
+def collaborative_config(config):
+    """The run's config re-targeted at the collaborative model (``collab_source``), with its RecBole defaults,
+    ``collab_config`` overrides, and the ``collab_*`` training settings."""
+    name = config["collab_source"]
+    sub = copy.copy(config)
+    sub.final_config_dict = dict(config.final_config_dict)
+    defaults_file = os.path.join(os.path.dirname(recbole.__file__), "properties", "model", f"{name}.yaml")
+    if os.path.isfile(defaults_file):
+        with open(defaults_file, encoding="utf-8") as f:
+            sub.final_config_dict.update(yaml.load(f, Loader=config.yaml_loader) or {})
+    sub.final_config_dict.update(config["collab_config"] or {})
+    sub.final_config_dict.update({
+        "model": name,
+        "loss_type": "CE",
+        "epochs": config["collab_epochs"],
+        "learning_rate": config["collab_learning_rate"],
+        "train_batch_size": config["collab_batch_size"],
+        "stopping_step": config["collab_stopping_step"],
+        "weight_decay": 0.0,
+        "learner": "adam",
+    })
+    from recbole_cemg.utils import get_model
+
+    sub.model, sub.model_class = name, get_model(name)
+    return sub
+
+
+def collaborative_dim(config) -> int:
+    """Width of the collaborative embeddings, known before they are trained."""
+    source = config["collab_source"]
+    if is_feature_file(source):
+        from recbole_cemg.data.features import load_item_features, resolve_path
+
+        return int(load_item_features(resolve_path(source)).features.shape[1])
+    sub = collaborative_config(config)
+    dim = sub["hidden_size"] or sub["embedding_size"]
+    if not dim:
+        raise ValueError(f"`collab_source` {source}: cannot tell its embedding width; set collab_config.hidden_size.")
+    return int(dim)
+
+
+def train_collaborative_model(config, train_data, valid_data, show_progress: bool) -> torch.Tensor:
+    """Train ``collab_source`` on the training split (early stopping on the valid metric) and return its item
+    embedding table ``[items, dim]``."""
+    from recbole.utils import init_seed
+
+    from recbole_cemg.utils import get_model, get_trainer
+
+    sub = collaborative_config(config)
+    init_seed(sub["seed"], sub["reproducibility"])
+    model = get_model(sub["model"])(sub, train_data._dataset).to(sub["device"])
+    if not hasattr(model, "item_embedding"):
+        raise ValueError(f"`collab_source` {sub['model']} has no `item_embedding` table; use a sequential model "
+                         "such as SASRec, GRU4Rec or BERT4Rec, or a file of item embeddings (.npz).")
+    trainer = get_trainer(model.type, sub["model"])(sub, model)
+    trainer.fit(train_data, valid_data, verbose=True, saved=True, show_progress=show_progress)
+    best = torch.load(trainer.saved_model_file, map_location=sub["device"], weights_only=False)
+    model.load_state_dict(best["state_dict"])
+    return model.item_embedding.weight.detach()[: train_data._dataset.item_num].float().cpu()
+
+
+def map_cold_items(embeddings: torch.Tensor, warm: torch.Tensor, content: list[AlignedFeatures],
+                   ridge: float = 1.0) -> torch.Tensor:
+    """Replace the rows of cold items (``~warm``) by a ridge regression from their content to the warm rows."""
+    cold = ~warm
+    cold[0] = False
+    if not cold.any():
+        return embeddings
+    result = embeddings.clone()
+    if not content:
+        getLogger().warning(f"{int(cold.sum())} cold-start item(s) and no content modality: they get the mean "
+                            "collaborative embedding.")
+        result[cold] = embeddings[warm].mean(0)
+        return result
+    design = torch.cat([torch.cat([f.values * f.mask.unsqueeze(1), f.mask.float().unsqueeze(1)], 1) for f in content]
+                       + [torch.ones(len(embeddings), 1)], dim=1)
+    x, y = design[warm], embeddings[warm]
+    weights = torch.linalg.solve(x.T @ x + ridge * torch.eye(x.shape[1]), x.T @ y)
+    result[cold] = design[cold] @ weights
+    getLogger().info(f"collaborative: {int(cold.sum())} cold-start item(s) mapped from content by ridge regression "
+                     f"fitted on {int(warm.sum())} warm items")
+    return result

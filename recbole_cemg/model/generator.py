@@ -1,0 +1,171 @@
+"""The generator: a Hugging Face causal LM that reads the history's item codes and writes the next item's codes.
+
+Two ways to get the LM, one forward path for both:
+
+* ``llm_path`` (a hub name or a local folder): ``AutoModelForCausalLM`` + ``AutoTokenizer``; one new token per
+  (level, code) is added to the tokenizer and the embedding table, the history is wrapped in a short prompt, and the
+  model is fine-tuned fully or with LoRA (peft), the new token rows staying trainable;
+* ``llm_config`` (no path): a small model of any Hugging Face architecture built from a config dict and trained
+  from scratch, with a vocabulary of only the code tokens plus padding and BOS.
+
+A sequence is ``prefix + (left padding) + history codes + suffix + target codes``; the loss covers only the target
+codes.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+PAD, BOS = 0, 1
+SCRATCH_SPECIAL_TOKENS = 2
+
+
+def code_token(level: int, code: int) -> str:
+    return f"<c{level}_{code}>"
+
+
+class CodeGenerator(nn.Module):
+    def __init__(self, level_sizes: list[int], max_history_items: int, llm_path: str | None = None,
+                 llm_config: dict[str, Any] | None = None, lora: dict[str, Any] | None = None,
+                 prompt: str = "", prompt_suffix: str = "", dtype: torch.dtype = torch.float32) -> None:
+        super().__init__()
+        self.level_sizes = list(level_sizes)
+        self.code_length = len(level_sizes)
+        if llm_path:
+            self.model, first_code_id, prefix, suffix = _load_pretrained(llm_path, level_sizes, prompt,
+                                                                        prompt_suffix, dtype)
+            self.pad_id = self.model.config.pad_token_id if self.model.config.pad_token_id is not None else 0
+        else:
+            first_code_id, prefix, suffix = SCRATCH_SPECIAL_TOKENS, [BOS], []
+            self.model = _build_from_config(llm_config or {}, first_code_id + sum(level_sizes),
+                                            max_positions=len(prefix) + (max_history_items + 1) * self.code_length)
+            self.pad_id = PAD
+        offsets = torch.tensor([first_code_id + sum(level_sizes[:i]) for i in range(len(level_sizes))])
+        self.register_buffer("level_offsets", offsets, persistent=False)
+        self.register_buffer("prefix_ids", torch.tensor(prefix, dtype=torch.long), persistent=False)
+        self.register_buffer("suffix_ids", torch.tensor(suffix, dtype=torch.long), persistent=False)
+        if lora:
+            self.model = _wrap_lora(self.model, lora, range(first_code_id, first_code_id + sum(level_sizes)))
+
+    # ----------------------------------------------------------------------------------------------- inputs
+    def code_tokens(self, codes: torch.Tensor) -> torch.Tensor:
+        """Vocabulary ids of code tuples ``[..., levels]``."""
+        return codes + self.level_offsets
+
+    def history_inputs(self, history_tokens: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``[batch, items, levels]`` right-padded history tokens -> left-padded prompt ids and attention mask."""
+        batch, items, levels = history_tokens.shape
+        # Rotate each row so that its ``lengths[b]`` real items end the row (padding moves to the front).
+        source = (torch.arange(items, device=lengths.device).unsqueeze(0) + lengths.unsqueeze(1)) % items
+        rotated = history_tokens.gather(1, source.unsqueeze(-1).expand(-1, -1, levels))
+        real = torch.arange(items, device=lengths.device).unsqueeze(0) >= (items - lengths).unsqueeze(1)
+        ids = torch.where(real.unsqueeze(-1), rotated, torch.full_like(rotated, self.pad_id)).flatten(1)
+        mask = real.unsqueeze(-1).expand(-1, -1, levels).flatten(1)
+        prefix = self.prefix_ids.expand(batch, -1)
+        suffix = self.suffix_ids.expand(batch, -1)
+        ids = torch.cat([prefix, ids, suffix], dim=1)
+        mask = torch.cat([torch.ones_like(prefix, dtype=torch.bool), mask,
+                          torch.ones_like(suffix, dtype=torch.bool)], dim=1)
+        return ids, mask.long()
+
+    def forward_ids(self, ids: torch.Tensor, mask: torch.Tensor, keep: int, **kwargs) -> Any:
+        positions = (mask.cumsum(1) - 1).clamp(min=0)
+        return self.model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=keep, **kwargs)
+
+    # ----------------------------------------------------------------------------------------------- scoring
+    def _target_logits(self, history_tokens: torch.Tensor, lengths: torch.Tensor,
+                       target_tokens: torch.Tensor) -> torch.Tensor:
+        """Logits ``[batch, levels, vocab]`` that predict each target code token (teacher forcing)."""
+        ids, mask = self.history_inputs(history_tokens, lengths)
+        ids = torch.cat([ids, target_tokens], dim=1)
+        mask = torch.cat([mask, torch.ones_like(target_tokens)], dim=1)
+        return self.forward_ids(ids, mask, keep=self.code_length + 1).logits[:, :-1].float()
+
+    def target_log_probs(self, history_tokens: torch.Tensor, lengths: torch.Tensor,
+                         target_tokens: torch.Tensor) -> torch.Tensor:
+        """Log-probability of each target code token, ``[batch, levels]``."""
+        logits = self._target_logits(history_tokens, lengths, target_tokens)
+        return torch.log_softmax(logits, dim=-1).gather(-1, target_tokens.unsqueeze(-1)).squeeze(-1)
+
+    def loss(self, history_tokens: torch.Tensor, lengths: torch.Tensor, target_tokens: torch.Tensor) -> torch.Tensor:
+        """Mean cross-entropy of the target item's code tokens."""
+        logits = self._target_logits(history_tokens, lengths, target_tokens)
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target_tokens.reshape(-1))
+
+    def sequence_loss(self, item_tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Mean cross-entropy of the codes of every item after the first, each given the items before it.
+
+        One pass over a window of ``lengths[b]`` items trains ``lengths[b] - 1`` next-item predictions at once,
+        the way decoder-only recommenders (SASRec, GPT-style generators) are usually trained.
+        """
+        if len(self.suffix_ids):
+            raise ValueError("Training on all positions needs an empty `prompt_suffix`.")
+        ids, mask = self.history_inputs(item_tokens, lengths)
+        logits = self.forward_ids(ids, mask, keep=0).logits[:, :-1].float()
+        first_predicted = ids.shape[1] - (lengths.unsqueeze(1) - 1) * self.code_length
+        predicted = torch.arange(ids.shape[1], device=ids.device).unsqueeze(0) >= first_predicted
+        labels = ids.masked_fill(~predicted, -100)[:, 1:]
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100)
+
+    # ----------------------------------------------------------------------------------------------- saving
+    def trainable_state_names(self) -> set[str]:
+        """Names (relative to this module) of the parameters that training changes."""
+        return {name for name, p in self.named_parameters() if p.requires_grad}
+
+
+def _build_from_config(llm_config: dict[str, Any], vocab_size: int, max_positions: int) -> nn.Module:
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    settings = dict(llm_config)
+    model_type = settings.pop("model_type", "llama")
+    settings.setdefault("max_position_embeddings", max_positions)
+    if settings["max_position_embeddings"] < max_positions:
+        raise ValueError(f"`llm_config.max_position_embeddings` ({settings['max_position_embeddings']}) is shorter "
+                         f"than the longest input ({max_positions} tokens).")
+    config = AutoConfig.for_model(model_type, vocab_size=vocab_size, pad_token_id=PAD, bos_token_id=BOS,
+                                  eos_token_id=None, **settings)
+    return AutoModelForCausalLM.from_config(config)
+
+
+def _load_pretrained(llm_path: str, level_sizes: list[int], prompt: str, prompt_suffix: str,
+                     dtype: torch.dtype) -> tuple[nn.Module, int, list[int], list[int]]:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    looks_local = llm_path.startswith((".", "/", "~")) or os.sep in llm_path.strip("/").split("/", 1)[-1]
+    if looks_local and not os.path.isdir(os.path.expanduser(llm_path)):
+        raise FileNotFoundError(f"`llm_path` '{llm_path}' is not a folder. Give a local model folder or a hub name "
+                                "such as Qwen/Qwen2.5-0.5B (hub names need network access).")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(llm_path)
+        model = AutoModelForCausalLM.from_pretrained(llm_path, dtype=dtype)
+    except OSError as error:
+        raise OSError(f"Could not load the LLM from `llm_path` '{llm_path}': {error}") from error
+    new_tokens = [code_token(level, code) for level, size in enumerate(level_sizes) for code in range(size)]
+    tokenizer.add_tokens(new_tokens, special_tokens=True)
+    ids = tokenizer.convert_tokens_to_ids(new_tokens)
+    if ids != list(range(ids[0], ids[0] + len(ids))):
+        raise ValueError(f"The tokenizer of '{llm_path}' already knows some code tokens like '{new_tokens[0]}'.")
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model.resize_token_embeddings(len(tokenizer))
+    model.config.pad_token_id = tokenizer.pad_token_id
+    prefix = tokenizer(prompt, add_special_tokens=True)["input_ids"] if prompt else []
+    if not prefix and tokenizer.bos_token_id is not None:
+        prefix = [tokenizer.bos_token_id]
+    suffix = tokenizer(prompt_suffix, add_special_tokens=False)["input_ids"] if prompt_suffix else []
+    return model, ids[0], prefix, suffix
+
+
+def _wrap_lora(model: nn.Module, lora: dict[str, Any], code_token_ids: range) -> nn.Module:
+    """LoRA adapters on the chosen modules; the embedding rows of the new code tokens stay trainable."""
+    from peft import LoraConfig, get_peft_model
+
+    settings = {"r": 8, "lora_alpha": 16, "lora_dropout": 0.05, "target_modules": "all-linear"}
+    settings.update(lora)
+    config = LoraConfig(task_type="CAUSAL_LM", trainable_token_indices=list(code_token_ids), **settings)
+    return get_peft_model(model, config)

@@ -1,0 +1,113 @@
+"""Run any model (CEMG or a RecBole built-in) on a dataset with RecBole's protocol, without ``recbole.quick_start``
+(which imports ray) and without its FLOPs count (a deep copy of the model, costly for an LLM)."""
+
+from __future__ import annotations
+
+import logging
+import platform
+import resource
+import sys
+import time
+from dataclasses import asdict
+from logging import getLogger
+from typing import Any
+
+import torch
+from recbole.data import create_dataset, data_preparation
+from recbole.utils import get_environment, init_logger, init_seed, set_color
+
+from recbole_cemg.config import Config
+from recbole_cemg.utils import get_model, get_trainer
+
+
+def run_cemg(model: str | None = None, dataset: str | None = None, config_file_list: list[str] | None = None,
+             config_dict: dict[str, Any] | None = None, saved: bool = True, verbose: bool = True) -> dict[str, Any]:
+    """Train and evaluate ``model`` on ``dataset``; return RecBole's result dict plus run details."""
+    config = Config(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict)
+    init_seed(config["seed"], config["reproducibility"])
+    init_logger(config)
+    logger = getLogger()
+    if not verbose:
+        logger.setLevel(logging.ERROR)
+    logger.info(sys.argv)
+    logger.info(config)
+
+    seconds: dict[str, float] = {}
+    start = time.perf_counter()
+    data = create_dataset(config)
+    logger.info(data)
+    train_data, valid_data, test_data = data_preparation(config, data)
+    seconds["data"] = round(time.perf_counter() - start, 3)
+
+    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
+    model_instance = get_model(config["model"])(config, train_data._dataset).to(config["device"])
+    logger.info(model_instance)
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model_instance)
+
+    start = time.perf_counter()
+    best_valid_score, best_valid_result = trainer.fit(train_data, valid_data, verbose=verbose, saved=saved,
+                                                      show_progress=config["show_progress"] and verbose)
+    seconds["train"] = round(time.perf_counter() - start, 3)
+    start = time.perf_counter()
+    test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"] and verbose)
+    seconds["test"] = round(time.perf_counter() - start, 3)
+
+    logger.info("The running environment of this training is as follows:\n" + get_environment(config).draw())
+    logger.info(set_color("best valid ", "yellow") + f": {best_valid_result}")
+    logger.info(set_color("test result", "yellow") + f": {test_result}")
+    result = {
+        "model": config["model"],
+        "dataset": config["dataset"],
+        "best_valid_score": best_valid_score,
+        "valid_score_bigger": config["valid_metric_bigger"],
+        "best_valid_result": dict(best_valid_result or {}),
+        "test_result": dict(test_result or {}),
+        "seconds": {**seconds, **getattr(trainer, "stage_seconds", {})},
+        "parameters": sum(p.numel() for p in model_instance.parameters()),
+        "peak_memory": peak_memory(config["device"]),
+        "machine": machine_description(config["device"]),
+        "seed": config["seed"],
+        "checkpoint": trainer.saved_model_file if saved else None,
+    }
+    report = getattr(model_instance, "tokenizer_report", None)
+    if report is not None:
+        result["tokenizer"] = asdict(report)
+    stats = getattr(model_instance, "decoding_stats", None)
+    if stats is not None:
+        result["decoding"] = stats.as_dict()
+    return result
+
+
+def objective_function(config_dict: dict[str, Any] | None = None, config_file_list: list[str] | None = None,
+                       saved: bool = True) -> dict[str, Any]:
+    """Objective for RecBole's ``HyperTuning``: one quiet training run, scored on the valid metric."""
+    result = run_cemg(config_dict=config_dict, config_file_list=config_file_list, saved=saved, verbose=False)
+    return {key: result[key] for key in ("model", "best_valid_score", "valid_score_bigger", "best_valid_result",
+                                         "test_result")}
+
+
+def peak_memory(device: torch.device) -> dict[str, float]:
+    """Peak resident memory of this process (MiB) and, on a GPU, the peak allocated GPU memory (MiB)."""
+    memory = {"cpu_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+    if device.type == "cuda":
+        memory["gpu_allocated_mib"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+    return memory
+
+
+def machine_description(device: torch.device) -> dict[str, str]:
+    machine = {"cpu": _cpu_name(), "platform": platform.platform(), "python": platform.python_version(),
+               "torch": torch.__version__, "device": str(device)}
+    if device.type == "cuda":
+        machine["gpu"] = torch.cuda.get_device_name(device)
+    return machine
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()

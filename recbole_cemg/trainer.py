@@ -1,0 +1,113 @@
+"""CEMGTrainer: runs CEMG's stages in order, then trains the generator with RecBole's own training loop.
+
+1. collaborative item embeddings (a RecBole model trained on the training split, or a file);
+2. + 3. the item tokenizer (collaborative-guided fusion + RQ-VAE), giving every item a unique code tuple
+   (skipped when ``tokenizer_path`` names a codes file of an earlier run);
+4. the generator, epoch by epoch with RecBole's early stopping on the valid metric, where evaluation is CEMG's
+   trie-constrained beam search.
+
+Checkpoints hold only what training changes plus the code table, and reload with ``weights_only=True``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+import time
+from dataclasses import asdict
+from typing import Iterator
+
+import torch
+from recbole.trainer import Trainer
+from recbole.utils import set_color
+
+from recbole_cemg.data.features import align_item_features, load_item_features, resolve_path, save_item_features
+from recbole_cemg.data.windows import windowed_train_data
+from recbole_cemg.model.collaborative import is_feature_file, map_cold_items, train_collaborative_model
+from recbole_cemg.plots import plot_code_usage
+
+
+class CEMGTrainer(Trainer):
+    def __init__(self, config, model) -> None:
+        super().__init__(config, model)
+        self.stage_seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        self.logger.info(set_color(f"CEMG stage: {name}", "yellow"))
+        start = time.perf_counter()
+        yield
+        self.stage_seconds[name] = round(time.perf_counter() - start, 3)
+        self.logger.info(set_color(f"CEMG stage {name} done in {self.stage_seconds[name]:.1f}s", "yellow"))
+
+    def artifact(self, suffix: str) -> str:
+        """Path of a file that belongs to this run's checkpoint (codes, plots, embeddings)."""
+        return os.path.splitext(self.saved_model_file)[0] + suffix
+
+    def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
+        model = self.model
+        if self.config["tokenizer_path"]:
+            with self.stage("tokenizer"):
+                model.load_codes(resolve_path(self.config["tokenizer_path"]))
+                self.logger.info(f"item codes loaded from {self.config['tokenizer_path']}")
+        else:
+            with self.stage("collaborative"):
+                self.fit_collaborative(train_data, valid_data, show_progress)
+            with self.stage("tokenizer"):
+                report = model.fit_tokenizer(show_progress)
+                self.logger.info(set_color("tokenizer", "blue") + f": {json.dumps(asdict(report))}")
+                if saved:
+                    model.save_codes(self.artifact(".codes.json"))
+                    plot_code_usage(model.item_codes[1:].cpu(), model.level_sizes, self.artifact(".codes.png"))
+                    self.logger.info(f"item codes saved to {self.artifact('.codes.json')}")
+        self.optimizer = self._build_optimizer(params=[p for p in model.parameters() if p.requires_grad])
+        if self.config["train_all_positions"]:
+            train_data = windowed_train_data(self.config, train_data, self.config["train_stride"])
+            self.logger.info(f"generator: {len(train_data.dataset)} training windows (stride "
+                             f"{self.config['train_stride']}), loss on every position")
+        with self.stage("generator"):
+            return super().fit(train_data, valid_data, verbose, saved, show_progress, callback_fn)
+
+    def fit_collaborative(self, train_data, valid_data, show_progress: bool) -> None:
+        """Stage 1: collaborative embeddings from the training split, cold-start rows mapped from content."""
+        model, source = self.model, self.config["collab_source"]
+        if is_feature_file(source):
+            dataset = train_data._dataset
+            path = resolve_path(source)
+            loaded = align_item_features(load_item_features(path), dataset.field2token_id[dataset.iid_field],
+                                         dataset.item_num, "collab", path, self.config["feature_unknown_items"])
+            embeddings, known = loaded.values, loaded.mask & model.warm_items
+        else:
+            embeddings, known = train_collaborative_model(self.config, train_data, valid_data, show_progress), \
+                model.warm_items
+        embeddings = map_cold_items(embeddings, known.clone(), model.content)
+        model.collab_embeddings.copy_(embeddings.to(model.collab_embeddings.device))
+        if not is_feature_file(source):
+            save_item_features(self.artifact(".collab.npz"), model.item_tokens[1:], embeddings[1:].numpy(),
+                               encoder=f"recbole:{source}")
+
+    def _save_checkpoint(self, epoch, verbose=True, **kwargs):
+        if not self.config["single_spec"] and self.config["local_rank"] != 0:
+            return
+        path = kwargs.pop("saved_model_file", self.saved_model_file)
+        state = {"epoch": epoch, "cur_step": self.cur_step, "best_valid_score": float(self.best_valid_score),
+                 "state_dict": self.model.checkpoint_state()}
+        directory = os.path.dirname(os.path.abspath(path))
+        handle, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
+        os.close(handle)
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+        if verbose:
+            self.logger.info(set_color("Saving current", "blue") + f": {path}")
+
+    @torch.no_grad()
+    def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
+        if load_best_model:
+            path = model_file or self.saved_model_file
+            checkpoint = torch.load(path, map_location=self.device, weights_only=True)
+            self.model.load_checkpoint_state(checkpoint["state_dict"])
+            self.logger.info(f"Loading model parameters from {path}")
+        self.model.decoding_stats.reset()
+        return super().evaluate(eval_data, load_best_model=False, show_progress=show_progress)

@@ -1,0 +1,32 @@
+"""Find models and trainers: the plugin's first, then every RecBole built-in."""
+
+from __future__ import annotations
+
+import importlib
+
+from recbole.utils import get_model as recbole_get_model
+from recbole.utils import get_trainer as recbole_get_trainer
+
+_PLUGIN_MODELS = {"CEMG": "recbole_cemg.model.cemg"}
+_PLUGIN_TRAINERS = {"CEMG": "recbole_cemg.trainer"}
+
+
+def get_model(model_name: str) -> type:
+    """Model class for ``model_name``: CEMG from this plugin, anything else from RecBole."""
+    if model_name in _PLUGIN_MODELS:
+        return getattr(importlib.import_module(_PLUGIN_MODELS[model_name]), model_name)
+    try:
+        return recbole_get_model(model_name)
+    except ValueError as error:
+        known = ", ".join(sorted(_PLUGIN_MODELS))
+        raise ValueError(
+            f"Unknown model '{model_name}': it is neither a recbole_cemg model ({known}) nor a RecBole built-in "
+            "model (e.g. SASRec, GRU4Rec, BERT4Rec; names are case-sensitive)."
+        ) from error
+
+
+def get_trainer(model_type, model_name: str) -> type:
+    """Trainer class for ``model_name``: the plugin's trainer for its models, RecBole's choice otherwise."""
+    if model_name in _PLUGIN_TRAINERS:
+        return getattr(importlib.import_module(_PLUGIN_TRAINERS[model_name]), f"{model_name}Trainer")
+    return recbole_get_trainer(model_type, model_name)

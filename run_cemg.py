@@ -1,0 +1,43 @@
+"""Train and evaluate CEMG (or any RecBole model) with RecBole's protocol.
+
+    python run_cemg.py --dataset=ml-100k
+    python run_cemg.py --model=SASRec --dataset=ml-100k --result_file=results/sasrec.json
+    python run_cemg.py --dataset=ml-100k --config_files="my.yaml other.yaml" --num_beams=30
+
+Any further ``--key=value`` overrides a config value, as with RecBole's own run script.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+
+from recbole_cemg.quick_start import run_cemg
+
+
+def write_json(path: str, payload: dict) -> None:
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
+    with os.fdopen(handle, "w", encoding="utf-8") as f:
+        json.dump(payload, f, indent=2, default=str)
+    os.replace(tmp, path)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", "-m", default="CEMG", help="CEMG or any RecBole model name (SASRec, GRU4Rec ...)")
+    parser.add_argument("--dataset", "-d", default="ml-100k", help="dataset name (ml-100k ships with RecBole)")
+    parser.add_argument("--config_files", default=None, help="config files, separated by spaces")
+    parser.add_argument("--result_file", default=None, help="write the results as one JSON object to this path")
+    args, _ = parser.parse_known_args()
+    config_files = args.config_files.split() if args.config_files else None
+    result = run_cemg(model=args.model, dataset=args.dataset, config_file_list=config_files)
+    if args.result_file:
+        write_json(args.result_file, result)
+
+
+if __name__ == "__main__":
+    main()
