@@ -11,19 +11,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import tempfile
 
+from recbole_cemg.io import atomic_write
 from recbole_cemg.quick_start import run_cemg
-
-
-def write_json(path: str, payload: dict) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
-    with os.fdopen(handle, "w", encoding="utf-8") as f:
-        json.dump(payload, f, indent=2, default=str)
-    os.replace(tmp, path)
 
 
 def main() -> None:
@@ -36,7 +26,8 @@ def main() -> None:
     config_files = args.config_files.split() if args.config_files else None
     result = run_cemg(model=args.model, dataset=args.dataset, config_file_list=config_files)
     if args.result_file:
-        write_json(args.result_file, result)
+        with atomic_write(args.result_file, "w", encoding="utf-8") as f:
+            json.dump(result, f, indent=2, default=str)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
 import time
 from dataclasses import asdict
 from typing import Iterator
@@ -25,6 +24,7 @@ from recbole.utils import set_color
 
 from recbole_cemg.data.features import align_item_features, load_item_features, resolve_path, save_item_features
 from recbole_cemg.data.windows import windowed_train_data
+from recbole_cemg.io import atomic_write
 from recbole_cemg.model.collaborative import is_feature_file, map_cold_items, train_collaborative_model
 from recbole_cemg.plots import plot_code_usage
 
@@ -94,11 +94,8 @@ class CEMGTrainer(Trainer):
         path = kwargs.pop("saved_model_file", self.saved_model_file)
         state = {"epoch": epoch, "cur_step": self.cur_step, "best_valid_score": float(self.best_valid_score),
                  "state_dict": self.model.checkpoint_state()}
-        directory = os.path.dirname(os.path.abspath(path))
-        handle, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
-        os.close(handle)
-        torch.save(state, tmp)
-        os.replace(tmp, path)
+        with atomic_write(path) as f:
+            torch.save(state, f)
         if verbose:
             self.logger.info(set_color("Saving current", "blue") + f": {path}")
 

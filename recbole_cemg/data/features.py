@@ -13,12 +13,13 @@ RecBole's internal ids through ``dataset.field2token_id``, so the order of the f
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass
 from logging import getLogger
 
 import numpy as np
 import torch
+
+from recbole_cemg.io import atomic_write
 
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.realpath(__file__))))
 
@@ -49,17 +50,8 @@ def save_item_features(path: str, item_tokens, features: np.ndarray, encoder: st
     if features.ndim != 2 or len(item_tokens) != len(features):
         raise ValueError(f"{path}: need one feature row per item token, got {len(item_tokens)} tokens and "
                          f"features of shape {features.shape}.")
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    handle, tmp_path = tempfile.mkstemp(dir=directory, suffix=".tmp.npz")
-    try:
-        with os.fdopen(handle, "wb") as f:
-            np.savez(f, item_id=item_tokens, features=features, encoder=np.asarray(encoder))
-        os.replace(tmp_path, path)
-    except BaseException:
-        if os.path.exists(tmp_path):
-            os.remove(tmp_path)
-        raise
+    with atomic_write(path) as f:
+        np.savez(f, item_id=item_tokens, features=features, encoder=np.asarray(encoder))
 
 
 def load_item_features(path: str) -> ItemFeatures:

@@ -11,17 +11,15 @@ class holds their results (``collab_embeddings``, ``item_codes``) and implements
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 from logging import getLogger
 
-import numpy as np
 import torch
 from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType
 
 from recbole_cemg.data.features import load_modalities
+from recbole_cemg.io import atomic_write
 from recbole_cemg.model.collaborative import collaborative_dim
 from recbole_cemg.model.decoding import CodeTrie, constrained_beam_search
 from recbole_cemg.model.fusion import FUSION_MODES
@@ -105,12 +103,8 @@ class CEMG(SequentialRecommender):
         """Write ``{item token: [codes]}`` (readable JSON) atomically; ``tokenizer_path`` loads it back."""
         table = {"level_sizes": self.level_sizes,
                  "codes": {self.item_tokens[i]: self.item_codes[i].tolist() for i in range(1, self.n_items)}}
-        directory = os.path.dirname(os.path.abspath(path))
-        os.makedirs(directory, exist_ok=True)
-        handle, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
-        with os.fdopen(handle, "w", encoding="utf-8") as f:
+        with atomic_write(path, "w", encoding="utf-8") as f:
             json.dump(table, f, indent=0)
-        os.replace(tmp, path)
 
     def load_codes(self, path: str) -> None:
         """Read a codes file written by ``save_codes`` and check it matches this dataset and configuration."""
