@@ -162,10 +162,16 @@ def _load_pretrained(llm_path: str, level_sizes: list[int], prompt: str, prompt_
 
 
 def _wrap_lora(model: nn.Module, lora: dict[str, Any], code_token_ids: range) -> nn.Module:
-    """LoRA adapters on the chosen modules; the embedding rows of the new code tokens stay trainable."""
+    """LoRA adapters on the chosen modules; the rows of the new code tokens in the input embedding (and in an
+    untied output layer) stay trainable, otherwise they would keep their random initialisation."""
     from peft import LoraConfig, get_peft_model
 
+    names = {module: name for name, module in model.named_modules()}
+    ids = list(code_token_ids)
+    trainable_rows = {names[model.get_input_embeddings()].rsplit(".", 1)[-1]: ids}
+    output = model.get_output_embeddings()
+    if output is not None and output.weight is not model.get_input_embeddings().weight:
+        trainable_rows[names[output].rsplit(".", 1)[-1]] = ids
     settings = {"r": 8, "lora_alpha": 16, "lora_dropout": 0.05, "target_modules": "all-linear"}
     settings.update(lora)
-    config = LoraConfig(task_type="CAUSAL_LM", trainable_token_indices=list(code_token_ids), **settings)
-    return get_peft_model(model, config)
+    return get_peft_model(model, LoraConfig(task_type="CAUSAL_LM", trainable_token_indices=trainable_rows, **settings))
