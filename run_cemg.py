@@ -3,6 +3,7 @@
     python run_cemg.py --dataset=ml-100k
     python run_cemg.py --model=SASRec --dataset=ml-100k --result_file=results/sasrec.json
     python run_cemg.py --dataset=ml-100k --config_files="my.yaml other.yaml" --num_beams=30
+    python run_cemg.py --dataset=ml-100k --compare=SASRec,GRU4Rec,CEMG --seeds=2020,2021 --output=results/ml-100k
 
 Any further ``--key=value`` overrides a config value, as with RecBole's own run script.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from recbole_cemg.compare import compare_models, markdown_table, summarise, write_outputs
 from recbole_cemg.io import atomic_write
 from recbole_cemg.quick_start import run_cemg
 
@@ -22,8 +24,19 @@ def main() -> None:
     parser.add_argument("--dataset", "-d", default="ml-100k", help="dataset name (ml-100k ships with RecBole)")
     parser.add_argument("--config_files", default=None, help="config files, separated by spaces")
     parser.add_argument("--result_file", default=None, help="write the results as one JSON object to this path")
+    parser.add_argument("--compare", default=None, help="comma-separated models to train and tabulate one by one")
+    parser.add_argument("--seeds", default=None, help="with --compare: comma-separated seeds to repeat each model")
+    parser.add_argument("--output", default=None, help="with --compare: prefix of the .json/.csv/.md/.png outputs")
     args, _ = parser.parse_known_args()
     config_files = args.config_files.split() if args.config_files else None
+    if args.compare:
+        seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
+        rows = compare_models(args.compare.split(","), args.dataset, config_files, seeds=seeds)
+        summary = summarise(rows)
+        print(markdown_table(summary))
+        if args.output:
+            print("written:", ", ".join(write_outputs(rows, summary, args.output)))
+        return
     result = run_cemg(model=args.model, dataset=args.dataset, config_file_list=config_files)
     if args.result_file:
         with atomic_write(args.result_file, "w", encoding="utf-8") as f:

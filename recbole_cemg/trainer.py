@@ -25,7 +25,8 @@ from recbole.utils import set_color
 from recbole_cemg.data.features import align_item_features, load_item_features, resolve_path, save_item_features
 from recbole_cemg.data.windows import windowed_train_data
 from recbole_cemg.io import atomic_write
-from recbole_cemg.model.collaborative import is_feature_file, map_cold_items, train_collaborative_model
+from recbole_cemg.model.collaborative import (load_checkpoint_embeddings, map_cold_items, source_kind,
+                                              train_collaborative_model)
 from recbole_cemg.plots import plot_code_usage
 
 
@@ -73,20 +74,22 @@ class CEMGTrainer(Trainer):
     def fit_collaborative(self, train_data, valid_data, show_progress: bool) -> None:
         """Stage 1: collaborative embeddings from the training split, cold-start rows mapped from content."""
         model, source = self.model, self.config["collab_source"]
-        if is_feature_file(source):
-            dataset = train_data._dataset
+        dataset = train_data._dataset
+        kind = source_kind(source)
+        known = model.warm_items
+        if kind == "features":
             path = resolve_path(source)
             loaded = align_item_features(load_item_features(path), dataset.field2token_id[dataset.iid_field],
                                          dataset.item_num, "collab", path, self.config["feature_unknown_items"])
             embeddings, known = loaded.values, loaded.mask & model.warm_items
+        elif kind == "checkpoint":
+            embeddings = load_checkpoint_embeddings(source, dataset.item_num)
         else:
-            embeddings, known = train_collaborative_model(self.config, train_data, valid_data, show_progress), \
-                model.warm_items
+            embeddings = train_collaborative_model(self.config, train_data, valid_data, show_progress)
         embeddings = map_cold_items(embeddings, known.clone(), model.content)
         model.collab_embeddings.copy_(embeddings.to(model.collab_embeddings.device))
-        if not is_feature_file(source):
-            save_item_features(self.artifact(".collab.npz"), model.item_tokens[1:], embeddings[1:].numpy(),
-                               encoder=f"recbole:{source}")
+        save_item_features(self.artifact(".collab.npz"), model.item_tokens[1:], embeddings[1:].numpy(),
+                           encoder=f"collab:{source}")
 
     def _save_checkpoint(self, epoch, verbose=True, **kwargs):
         if not self.config["single_spec"] and self.config["local_rank"] != 0:

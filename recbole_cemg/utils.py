@@ -17,11 +17,13 @@ def get_model(model_name: str) -> type:
         return getattr(importlib.import_module(_PLUGIN_MODELS[model_name]), model_name)
     try:
         return recbole_get_model(model_name)
-    except ValueError as error:
+    except (ValueError, ImportError) as error:
+        # RecBole's lookup imports its exlib package (lightgbm, xgboost) on the way to "not found".
         known = ", ".join(sorted(_PLUGIN_MODELS))
         raise ValueError(
             f"Unknown model '{model_name}': it is neither a recbole_cemg model ({known}) nor a RecBole built-in "
-            "model (e.g. SASRec, GRU4Rec, BERT4Rec; names are case-sensitive)."
+            f"model that can be imported here (e.g. SASRec, GRU4Rec, BERT4Rec; names are case-sensitive). "
+            f"RecBole said: {error}"
         ) from error
 
 

@@ -18,8 +18,33 @@ import yaml
 from recbole_cemg.data.features import AlignedFeatures
 
 
-def is_feature_file(source: str) -> bool:
-    return source.endswith(".npz")
+def source_kind(source: str) -> str:
+    """``collab_source`` is a feature file (``.npz``, rows by item token), a RecBole checkpoint of a model trained on
+    the same dataset (``.pth``, rows by internal id), or the name of a RecBole model to train in this run."""
+    if source.endswith(".npz"):
+        return "features"
+    if source.endswith(".pth"):
+        return "checkpoint"
+    return "model"
+
+
+def load_checkpoint_embeddings(path: str, n_items: int | None = None) -> torch.Tensor:
+    """The ``item_embedding`` table of a RecBole checkpoint (a run of this plugin or of RecBole on this dataset)."""
+    from recbole_cemg.data.features import resolve_path
+
+    path = resolve_path(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"`collab_source` checkpoint not found: {path}")
+    state = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+    if "item_embedding.weight" not in state:
+        raise ValueError(f"`collab_source` {path}: the checkpoint has no item_embedding table.")
+    table = state["item_embedding.weight"].float()
+    if n_items is None:
+        return table
+    if table.shape[0] not in (n_items, n_items + 1):  # BERT4Rec adds a mask row
+        raise ValueError(f"`collab_source` {path}: {table.shape[0]} item rows, the dataset has {n_items}. Was it "
+                         "trained on another dataset or another filtering?")
+    return table[:n_items]
 
 
 def collaborative_config(config):
@@ -52,10 +77,13 @@ def collaborative_config(config):
 def collaborative_dim(config) -> int:
     """Width of the collaborative embeddings, known before they are trained."""
     source = config["collab_source"]
-    if is_feature_file(source):
+    kind = source_kind(source)
+    if kind == "features":
         from recbole_cemg.data.features import load_item_features, resolve_path
 
         return int(load_item_features(resolve_path(source)).features.shape[1])
+    if kind == "checkpoint":
+        return int(load_checkpoint_embeddings(source).shape[1])
     sub = collaborative_config(config)
     dim = sub["hidden_size"] or sub["embedding_size"]
     if not dim:

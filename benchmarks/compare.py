@@ -1,0 +1,68 @@
+"""Side-by-side benchmark: RecBole baselines and CEMG on one data set, same split and protocol, one process.
+
+    python benchmarks/compare.py --dataset=Beauty --data_path=../shared/data/amazon14_beauty_sports_toys \
+        --feature_path=.devrun/beauty --models=SASRec,CEMG --output=benchmarks/results/beauty-h100
+
+To save a second SASRec training, CEMG reads its collaborative embeddings from the SASRec run of the same
+benchmark (``collab_source`` = that run's checkpoint, trained on the training split only) when both are listed;
+pass --own_collab to let CEMG train its own.
+Prints a markdown table and writes .json/.csv/.md/.png with the machine recorded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from recbole_cemg.compare import compare_models, markdown_table, summarise, write_outputs  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", required=True)
+    parser.add_argument("--data_path", required=True)
+    parser.add_argument("--feature_path", default=None)
+    parser.add_argument("--models", default="SASRec,GRU4Rec,CEMG")
+    parser.add_argument("--output", required=True, help="prefix of the result files")
+    parser.add_argument("--config_files", default=None)
+    parser.add_argument("--own_collab", action="store_true")
+    parser.add_argument("--set", nargs="*", default=[], help="key=value overrides for every model")
+    parser.add_argument("--cemg_set", nargs="*", default=[], help="key=value overrides for CEMG only")
+    args = parser.parse_args()
+    sys.argv = sys.argv[:1]  # RecBole's Config must not read this script's arguments
+
+    def parse(pairs: list[str]) -> dict:
+        out = {}
+        for pair in pairs:
+            key, value = pair.split("=", 1)
+            try:
+                out[key] = ast.literal_eval(value)
+            except (ValueError, SyntaxError):
+                out[key] = value
+        return out
+
+    common = {"data_path": args.data_path, **parse(args.set)}
+    if args.feature_path:
+        common["feature_path"] = args.feature_path
+    config_files = args.config_files.split() if args.config_files else None
+    models = args.models.split(",")
+    rows = []
+    for model in models:
+        overrides = dict(common)
+        if model == "CEMG":
+            overrides.update(parse(args.cemg_set))
+            sasrec = next((r for r in rows if r["model"] == "SASRec" and "error" not in r), None)
+            if sasrec and not args.own_collab and "collab_source" not in overrides:
+                overrides["collab_source"] = sasrec["checkpoint"]
+        rows += compare_models([model], args.dataset, config_files, overrides)
+    summary = summarise(rows)
+    print(markdown_table(summary))
+    print("machine:", next((e["machine"] for e in summary if "machine" in e), {}))
+    print("written:", ", ".join(write_outputs(rows, summary, args.output)))
+
+
+if __name__ == "__main__":
+    main()

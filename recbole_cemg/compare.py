@@ -1,0 +1,120 @@
+"""Train several models on the same data, split and protocol, one after another, and tabulate them.
+
+A model that fails is reported in the table with its error and does not stop the others.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import statistics
+import traceback
+from logging import getLogger
+from typing import Any
+
+from recbole_cemg.io import atomic_write
+from recbole_cemg.quick_start import run_cemg
+
+METRICS = ("recall@5", "ndcg@5", "recall@10", "ndcg@10")
+
+
+def compare_models(models: list[str], dataset: str, config_file_list: list[str] | None = None,
+                   config_dict: dict[str, Any] | None = None, seeds: list[int] | None = None) -> list[dict[str, Any]]:
+    """One result row per model and seed: run_cemg's result, or ``{"error": ...}`` if the run failed."""
+    rows = []
+    for model in models:
+        for seed in seeds or [None]:
+            overrides = dict(config_dict or {})
+            if seed is not None:
+                overrides["seed"] = seed
+            try:
+                result = run_cemg(model, dataset, config_file_list, overrides)
+                rows.append({"model": model, "seed": seed, **result})
+            except Exception as error:  # noqa: BLE001 - one failing model must not take down the comparison
+                getLogger().error(f"{model} failed: {error}\n{traceback.format_exc()}")
+                rows.append({"model": model, "seed": seed, "error": f"{type(error).__name__}: {error}"})
+    return rows
+
+
+def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Mean and standard deviation over seeds of each model's test metrics, valid NDCG@10 and seconds."""
+    summary = []
+    for model in dict.fromkeys(r["model"] for r in rows):
+        runs = [r for r in rows if r["model"] == model]
+        ok = [r for r in runs if "error" not in r]
+        entry: dict[str, Any] = {"model": model, "runs": len(runs), "failed": len(runs) - len(ok)}
+        if not ok:
+            entry["error"] = runs[0]["error"]
+            summary.append(entry)
+            continue
+        values = {f"test {m}": [float(r["test_result"][m]) for r in ok] for m in METRICS}
+        values["valid ndcg@10"] = [float(r["best_valid_result"]["ndcg@10"]) for r in ok]
+        values["train s"] = [float(r["seconds"]["train"]) for r in ok]
+        values["test s"] = [float(r["seconds"]["test"]) for r in ok]
+        for key, series in values.items():
+            entry[key] = statistics.fmean(series)
+            entry[f"{key} std"] = statistics.stdev(series) if len(series) > 1 else 0.0
+        entry["parameters"] = ok[0]["parameters"]
+        entry["machine"] = ok[0]["machine"]
+        summary.append(entry)
+    return summary
+
+
+def markdown_table(summary: list[dict[str, Any]]) -> str:
+    columns = [f"test {m}" for m in METRICS] + ["valid ndcg@10", "train s", "test s"]
+    lines = ["| model | " + " | ".join(columns) + " | parameters |",
+             "|---" * (len(columns) + 2) + "|"]
+    for entry in summary:
+        if "error" in entry:
+            lines.append(f"| {entry['model']} | failed: {entry['error'][:120]} |" + " |" * len(columns))
+            continue
+        cells = []
+        for column in columns:
+            digits = 1 if column.endswith(" s") else 4
+            cell = f"{entry[column]:.{digits}f}"
+            if entry["runs"] > 1:
+                cell += f" ± {entry[column + ' std']:.{digits}f}"
+            cells.append(cell)
+        lines.append(f"| {entry['model']} | " + " | ".join(cells) + f" | {entry['parameters']:,} |")
+    return "\n".join(lines)
+
+
+def write_outputs(rows: list[dict[str, Any]], summary: list[dict[str, Any]], prefix: str) -> list[str]:
+    """``prefix``.json (every run), .csv and .md (the summary), .png (bar chart of test metrics)."""
+    paths = [f"{prefix}.json", f"{prefix}.csv", f"{prefix}.md", f"{prefix}.png"]
+    os.makedirs(os.path.dirname(os.path.abspath(prefix)), exist_ok=True)
+    with atomic_write(paths[0], "w", encoding="utf-8") as f:
+        json.dump({"runs": rows, "summary": summary}, f, indent=2, default=str)
+    keys = sorted({k for entry in summary for k in entry if k != "machine"}, key=lambda k: (k != "model", k))
+    with atomic_write(paths[1], "w", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(summary)
+    machine = next((e["machine"] for e in summary if "machine" in e), {})
+    with atomic_write(paths[2], "w", encoding="utf-8") as f:
+        f.write(markdown_table(summary) + "\n\nMachine: " + json.dumps(machine) + "\n")
+    _bar_chart(summary, paths[3])
+    return paths
+
+
+def _bar_chart(summary: list[dict[str, Any]], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ok = [e for e in summary if "error" not in e]
+    fig, ax = plt.subplots(figsize=(1.8 + 1.6 * len(METRICS), 3.2))
+    width = 0.8 / max(len(ok), 1)
+    for i, entry in enumerate(ok):
+        xs = [j + i * width for j in range(len(METRICS))]
+        ax.bar(xs, [entry[f"test {m}"] for m in METRICS], width, yerr=[entry[f"test {m} std"] for m in METRICS],
+               label=entry["model"])
+    ax.set_xticks([j + width * (len(ok) - 1) / 2 for j in range(len(METRICS))], METRICS)
+    ax.set_ylabel("test")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_write(path) as f:
+        fig.savefig(f, format="png", dpi=100)
+    plt.close(fig)

@@ -1,0 +1,306 @@
+"""Collaborative-guided fusion, the item tokenizer (fit / encode / de-duplicate) and cold-start mapping."""
+
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+import torch
+
+from recbole_cemg.data.features import AlignedFeatures
+from recbole_cemg.model.collaborative import map_cold_items
+from recbole_cemg.model.fusion import CollaborativeGuidedFusion
+from recbole_cemg.model.tokenizer import ItemTokenizer, TokenizerInputs, deduplicate, unique_rows
+
+DIMS, COLLAB, DIM = [5, 3], 4, 8
+
+
+def make_fusion(mode: str = "guided", guidance: bool = True, seed: int = 0) -> CollaborativeGuidedFusion:
+    torch.manual_seed(seed)
+    fusion = CollaborativeGuidedFusion(DIMS, COLLAB, DIM, mode=mode, guidance=guidance)
+    return fusion.eval()
+
+
+def random_inputs(batch: int, seed: int = 1) -> tuple[list[torch.Tensor], torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(batch, d, generator=g) for d in DIMS], torch.randn(batch, COLLAB, generator=g)
+
+
+def all_present(batch: int) -> list[torch.Tensor]:
+    return [torch.ones(batch, dtype=torch.bool) for _ in DIMS]
+
+
+def tokens(fusion: CollaborativeGuidedFusion, features: list[torch.Tensor]) -> torch.Tensor:
+    """The projected modality tokens ``[batch, modalities, dim]``."""
+    return torch.stack([proj(x) for proj, x in zip(fusion.projections, features)], dim=1)
+
+
+# ------------------------------------------------------------------------------------------------ guided fusion
+@torch.no_grad()
+def test_guided_weights_sum_to_one_and_missing_modalities_get_zero():
+    fusion = make_fusion()
+    features, collab = random_inputs(6)
+    masks = [torch.tensor([1, 1, 0, 1, 1, 0], dtype=torch.bool), torch.tensor([1, 0, 1, 1, 0, 0], dtype=torch.bool)]
+    fused, weights = fusion(features, masks, collab)
+    assert fused.shape == (6, DIM) and weights.shape == (6, 2)
+    mask = torch.stack(masks, dim=1)
+    has_any = mask.any(1)
+    torch.testing.assert_close(weights[has_any].sum(1), torch.ones(int(has_any.sum())))
+    assert (weights[~mask] == 0).all()  # exactly zero, not merely small
+    assert (weights[mask & has_any.unsqueeze(1)] > 0).all()
+    # the fused vector is the weighted sum of the modality tokens
+    torch.testing.assert_close(fused, torch.einsum("bm,bmd->bd", weights, tokens(fusion, features)))
+    # an item with a single modality is exactly that modality's token
+    projected = tokens(fusion, features)
+    torch.testing.assert_close(fused[1], projected[1, 0])
+    torch.testing.assert_close(fused[2], projected[2, 1])
+    # an item with no modality gets zero weights and a zero vector (no NaN)
+    assert torch.equal(weights[5], torch.zeros(2)) and torch.equal(fused[5], torch.zeros(DIM))
+    assert torch.isfinite(fused).all()
+
+
+@torch.no_grad()
+def test_masking_one_item_changes_nothing_for_the_others():
+    fusion = make_fusion()
+    features, collab = random_inputs(5)
+    full, full_weights = fusion(features, all_present(5), collab)
+    masks = all_present(5)
+    masks[1] = masks[1].clone()
+    masks[1][2] = False  # item 2 loses modality 1
+    partial, partial_weights = fusion(features, masks, collab)
+    others = torch.tensor([0, 1, 3, 4])
+    torch.testing.assert_close(partial[others], full[others], atol=1e-6, rtol=0)
+    torch.testing.assert_close(partial_weights[others], full_weights[others], atol=1e-6, rtol=0)
+    # ... while item 2 is now fused from modality 0 alone
+    assert not torch.allclose(partial[2], full[2])
+    assert partial_weights[2].tolist() == [1.0, 0.0]
+    # and its missing modality's values do not matter at all
+    poisoned = [features[0], features[1].clone()]
+    poisoned[1][2] = 1e6
+    torch.testing.assert_close(fusion(poisoned, masks, collab)[0], partial, atol=1e-6, rtol=0)
+
+
+@torch.no_grad()
+def test_guidance_gives_each_item_its_own_weights():
+    fusion = make_fusion()
+    features, collab = random_inputs(6)
+    same = [f[:1].expand(6, -1).clone() for f in features]  # six items with identical content
+    _, weights = fusion(same, all_present(6), collab)
+    # identical content, different collaborative embeddings -> different modality weights
+    assert (torch.pdist(weights) > 1e-4).all(), weights
+    # identical collaborative embeddings -> identical weights
+    _, weights_same_collab = fusion(same, all_present(6), collab[:1].expand(6, -1))
+    torch.testing.assert_close(weights_same_collab, weights_same_collab[:1].expand(6, -1))
+
+
+@torch.no_grad()
+def test_without_guidance_the_collaborative_embedding_is_ignored():
+    fusion = make_fusion(guidance=False)
+    assert fusion.query is None
+    features, collab = random_inputs(6)
+    same = [f[:1].expand(6, -1).clone() for f in features]
+    _, weights = fusion(same, all_present(6), collab)
+    torch.testing.assert_close(weights, weights[:1].expand(6, -1))  # same mask -> same weights for every item
+    fused, weights_a = fusion(features, all_present(6), collab)
+    fused_b, weights_b = fusion(features, all_present(6), torch.randn(6, COLLAB) * 10)
+    assert torch.equal(weights_a, weights_b) and torch.equal(fused, fused_b)
+    torch.testing.assert_close(weights_a.sum(1), torch.ones(6))
+
+
+@torch.no_grad()
+def test_mean_fusion_is_uniform_over_present_modalities():
+    fusion = make_fusion("mean")
+    features, collab = random_inputs(4)
+    masks = [torch.tensor([1, 1, 0, 0], dtype=torch.bool), torch.tensor([1, 0, 1, 0], dtype=torch.bool)]
+    fused, weights = fusion(features, masks, collab)
+    assert fused.shape == (4, DIM)
+    assert weights.tolist() == [[0.5, 0.5], [1.0, 0.0], [0.0, 1.0], [0.0, 0.0]]
+    projected = tokens(fusion, features)
+    torch.testing.assert_close(fused[0], projected[0].mean(0))
+    torch.testing.assert_close(fused[1], projected[1, 0])
+    assert torch.equal(fused[3], torch.zeros(DIM))
+    # collaborative embeddings play no part
+    assert torch.equal(fusion(features, masks, collab * -3)[0], fused)
+
+
+@torch.no_grad()
+def test_concat_fusion_shapes_and_masking():
+    fusion = make_fusion("concat")
+    features, collab = random_inputs(4)
+    masks = [torch.tensor([1, 1, 0, 1], dtype=torch.bool), torch.tensor([1, 0, 1, 1], dtype=torch.bool)]
+    fused, weights = fusion(features, masks, collab)
+    assert fused.shape == (4, DIM) and weights.shape == (4, 2)
+    assert weights.tolist() == [[0.5, 0.5], [1.0, 0.0], [0.0, 1.0], [0.5, 0.5]]
+    projected = tokens(fusion, features)
+    expected = fusion.merge(torch.cat([projected[:, 0] * masks[0].unsqueeze(1), projected[:, 1] * masks[1].unsqueeze(1)], 1))
+    torch.testing.assert_close(fused, expected)
+    # a masked modality's values do not reach the output
+    poisoned = [features[0].clone(), features[1]]
+    poisoned[0][2] = 1e6
+    torch.testing.assert_close(fusion(poisoned, masks, collab)[0], fused)
+
+
+def test_invalid_fusion_mode_raises():
+    with pytest.raises(ValueError, match="`fusion`"):
+        CollaborativeGuidedFusion(DIMS, COLLAB, DIM, mode="attention")
+    with pytest.raises(ValueError, match="modalit"):
+        CollaborativeGuidedFusion([], COLLAB, DIM)
+
+
+# ----------------------------------------------------------------------------------------------------- tokenizer
+N_ITEMS, CLUSTERS = 80, 4
+
+
+def synthetic_items(seed: int = 0) -> TokenizerInputs:
+    """``N_ITEMS`` items (+ padding row 0) in ``CLUSTERS`` clusters, two content modalities and a collab embedding;
+    every fifth item lacks the image modality."""
+    g = torch.Generator().manual_seed(seed)
+    cluster = torch.arange(N_ITEMS + 1) % CLUSTERS
+    text = torch.randn(CLUSTERS, 12, generator=g)[cluster] + 0.3 * torch.randn(N_ITEMS + 1, 12, generator=g)
+    image = torch.randn(CLUSTERS, 8, generator=g)[cluster] + 0.3 * torch.randn(N_ITEMS + 1, 8, generator=g)
+    collab = torch.randn(CLUSTERS, 6, generator=g)[cluster] + 0.3 * torch.randn(N_ITEMS + 1, 6, generator=g)
+    text_mask = torch.ones(N_ITEMS + 1, dtype=torch.bool)
+    image_mask = torch.arange(N_ITEMS + 1) % 5 != 0
+    text_mask[0] = image_mask[0] = False
+    return TokenizerInputs([text, image], [text_mask, image_mask], collab)
+
+
+@contextlib.contextmanager
+def one_thread():
+    """Tiny models run faster on one thread (no fork/join per op, no contention on a busy 2-core machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def make_tokenizer(levels: int = 2, codebook_size: int = 4) -> ItemTokenizer:
+    torch.manual_seed(0)
+    return ItemTokenizer(["text", "image"], [12, 8], collab_dim=6, fusion_dim=16, hidden_dims=[16], latent_dim=4,
+                         levels=levels, codebook_size=codebook_size)
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    inputs = synthetic_items()
+    tokenizer = make_tokenizer()
+    items = torch.arange(1, N_ITEMS + 1)
+    with one_thread():
+        epochs = tokenizer.fit(inputs, items, epochs=24, learning_rate=1e-2, batch_size=32, eval_step=4,
+                               stopping_step=100, show_progress=False, generator=torch.Generator().manual_seed(0))
+    return tokenizer, inputs, items, epochs
+
+
+def test_fit_runs_all_epochs_without_early_stop(fitted):
+    tokenizer, _, _, epochs = fitted
+    assert epochs == 24
+    assert not tokenizer.training  # fit leaves the model in eval mode
+
+
+def test_encode_codes_shape_range_and_weights(fitted):
+    tokenizer, inputs, items, _ = fitted
+    encoded = tokenizer.encode(inputs.rows(items), batch_size=17)  # several batches
+    codes = encoded["codes"]
+    assert codes.shape == (N_ITEMS, 2) and codes.dtype == torch.long
+    assert int(codes.min()) >= 0 and int(codes.max()) < 4
+    assert encoded["residual"].shape == (N_ITEMS,) and (encoded["residual"] >= 0).all()
+    assert encoded["weights"].shape == (N_ITEMS, 2)
+    # items without an image get no image weight
+    no_image = ~inputs.masks[1][items]
+    assert (encoded["weights"][no_image, 1] == 0).all()
+    torch.testing.assert_close(encoded["weights"].sum(1), torch.ones(N_ITEMS))
+    # batching does not change the result
+    assert torch.equal(tokenizer.encode(inputs.rows(items))["codes"], codes)
+    # a trained tokenizer uses more than one code at every level
+    assert all(len(torch.unique(codes[:, level])) > 1 for level in range(2))
+
+
+def test_deduplicate_gives_every_item_a_unique_tuple(fitted):
+    tokenizer, inputs, items, _ = fitted
+    encoded = tokenizer.encode(inputs.rows(items))
+    codes = encoded["codes"]
+    assert unique_rows(codes) < N_ITEMS  # 16 possible tuples for 80 items: collisions are certain
+    final = deduplicate(codes, encoded["residual"], dedup_size=N_ITEMS)
+    assert final.shape == (N_ITEMS, 3)
+    assert unique_rows(final) == N_ITEMS
+    assert torch.equal(final[:, :2], codes)  # all semantic codes kept
+    _, group = torch.unique(codes, dim=0, return_inverse=True)
+    for g in group.unique():
+        members = (group == g).nonzero().squeeze(1)
+        ranks = final[members, 2]
+        assert sorted(ranks.tolist()) == list(range(len(members)))  # 0..size-1, each once
+        # rank 0 is the item closest to the tuple's quantisation
+        order = torch.argsort(encoded["residual"][members], stable=True)
+        assert ranks[order].tolist() == list(range(len(members)))
+
+
+def test_deduplicate_ranks_by_residual_and_checks_the_group_size():
+    codes = torch.tensor([[1, 2], [0, 0], [1, 2], [1, 2], [3, 3]])
+    residual = torch.tensor([0.5, 9.0, 0.1, 0.3, 0.0])
+    final = deduplicate(codes, residual, dedup_size=3)
+    assert final.tolist() == [[1, 2, 2], [0, 0, 0], [1, 2, 0], [1, 2, 1], [3, 3, 0]]
+    with pytest.raises(ValueError, match="dedup_size"):
+        deduplicate(codes, residual, dedup_size=2)
+
+
+def test_deduplicate_raises_when_a_fitted_group_exceeds_dedup_size(fitted):
+    tokenizer, inputs, items, _ = fitted
+    encoded = tokenizer.encode(inputs.rows(items))
+    largest = int(torch.unique(encoded["codes"], dim=0, return_counts=True)[1].max())
+    assert largest > 1
+    deduplicate(encoded["codes"], encoded["residual"], dedup_size=largest)  # exactly fits
+    with pytest.raises(ValueError, match="dedup_size"):
+        deduplicate(encoded["codes"], encoded["residual"], dedup_size=largest - 1)
+
+
+def test_fit_is_deterministic():
+    results = []
+    for _ in range(2):
+        tokenizer = make_tokenizer()
+        inputs, items = synthetic_items(), torch.arange(1, N_ITEMS + 1)
+        with one_thread():
+            tokenizer.fit(inputs, items, epochs=3, learning_rate=1e-2, batch_size=32, eval_step=1, stopping_step=10,
+                          show_progress=False, generator=torch.Generator().manual_seed(5))
+        results.append((tokenizer.encode(inputs.rows(items))["codes"], tokenizer.state_dict()))
+    assert torch.equal(results[0][0], results[1][0])
+    for name, value in results[0][1].items():
+        assert torch.equal(value, results[1][1][name]), name
+
+
+# ----------------------------------------------------------------------------------------------------- cold start
+def content(values: torch.Tensor, mask: torch.Tensor | None = None) -> AlignedFeatures:
+    mask = torch.ones(len(values), dtype=torch.bool) if mask is None else mask
+    return AlignedFeatures("text", values, mask)
+
+
+def test_map_cold_items_recovers_a_linear_map_and_keeps_warm_rows():
+    g = torch.Generator().manual_seed(0)
+    n, d_content, d_collab = 41, 5, 3
+    values = torch.randn(n, d_content, generator=g)
+    weights, bias = torch.randn(d_content, d_collab, generator=g), torch.randn(d_collab, generator=g)
+    truth = values @ weights + bias
+    warm = torch.ones(n, dtype=torch.bool)
+    cold_ids = torch.tensor([3, 10, 17, 33])
+    warm[cold_ids] = False
+    warm[0] = False  # padding row: never treated as cold
+    embeddings = truth.clone()
+    embeddings[cold_ids] = 0.0  # untrained
+    embeddings[0] = 7.0  # padding row's value must survive
+    result = map_cold_items(embeddings, warm, [content(values)], ridge=1e-4)
+    torch.testing.assert_close(result[cold_ids], truth[cold_ids], atol=1e-3, rtol=0)
+    assert torch.equal(result[warm], embeddings[warm])
+    assert torch.equal(result[0], embeddings[0])
+    assert torch.equal(embeddings[cold_ids], torch.zeros(4, d_collab))  # input not modified
+    assert not warm[cold_ids].any() and not warm[0]  # mask argument not modified either
+
+
+def test_map_cold_items_without_cold_items_or_content():
+    embeddings = torch.arange(12.0).view(4, 3)
+    warm = torch.tensor([False, True, True, True])
+    assert torch.equal(map_cold_items(embeddings, warm, []), embeddings)  # only the padding row is "cold"
+    warm = torch.tensor([False, True, False, True])
+    result = map_cold_items(embeddings, warm, [])
+    torch.testing.assert_close(result[2], embeddings[[1, 3]].mean(0))
+    assert torch.equal(result[[0, 1, 3]], embeddings[[0, 1, 3]])
