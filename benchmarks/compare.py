@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import json
 import os
 import sys
 
@@ -22,8 +23,10 @@ from recbole_cemg.compare import compare_models, markdown_table, summarise, writ
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", required=True)
-    parser.add_argument("--data_path", required=True)
+    parser.add_argument("--merge", nargs="*", default=None,
+                        help="instead of running: merge the .json results of earlier runs (prefixes) into --output")
+    parser.add_argument("--dataset")
+    parser.add_argument("--data_path")
     parser.add_argument("--feature_path", default=None)
     parser.add_argument("--models", default="SASRec,GRU4Rec,CEMG")
     parser.add_argument("--output", required=True, help="prefix of the result files")
@@ -33,6 +36,13 @@ def main() -> None:
     parser.add_argument("--cemg_set", nargs="*", default=[], help="key=value overrides for CEMG only")
     args = parser.parse_args()
     sys.argv = sys.argv[:1]  # RecBole's Config must not read this script's arguments
+    if args.merge is not None:
+        rows = []
+        for prefix in args.merge:
+            with open(f"{prefix}.json", encoding="utf-8") as f:
+                rows += json.load(f)["runs"]
+        report(rows, args.output)
+        return
 
     def parse(pairs: list[str]) -> dict:
         out = {}
@@ -58,10 +68,14 @@ def main() -> None:
             if sasrec and not args.own_collab and "collab_source" not in overrides:
                 overrides["collab_source"] = sasrec["checkpoint"]
         rows += compare_models([model], args.dataset, config_files, overrides)
+        report(rows, args.output)  # after every model, so a run cut short keeps what it finished
+
+
+def report(rows: list[dict], output: str) -> None:
     summary = summarise(rows)
     print(markdown_table(summary))
     print("machine:", next((e["machine"] for e in summary if "machine" in e), {}))
-    print("written:", ", ".join(write_outputs(rows, summary, args.output)))
+    print("written:", ", ".join(write_outputs(rows, summary, output)))
 
 
 if __name__ == "__main__":

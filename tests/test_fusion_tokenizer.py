@@ -132,7 +132,8 @@ def test_concat_fusion_shapes_and_masking():
     assert fused.shape == (4, DIM) and weights.shape == (4, 2)
     assert weights.tolist() == [[0.5, 0.5], [1.0, 0.0], [0.0, 1.0], [0.5, 0.5]]
     projected = tokens(fusion, features)
-    expected = fusion.merge(torch.cat([projected[:, 0] * masks[0].unsqueeze(1), projected[:, 1] * masks[1].unsqueeze(1)], 1))
+    kept = [projected[:, m] * masks[m].unsqueeze(1) for m in range(2)]
+    expected = fusion.merge(torch.cat(kept, dim=1))
     torch.testing.assert_close(fused, expected)
     # a masked modality's values do not reach the output
     poisoned = [features[0].clone(), features[1]]
@@ -215,6 +216,20 @@ def test_encode_codes_shape_range_and_weights(fitted):
     assert torch.equal(tokenizer.encode(inputs.rows(items))["codes"], codes)
     # a trained tokenizer uses more than one code at every level
     assert all(len(torch.unique(codes[:, level])) > 1 for level in range(2))
+
+
+def test_fit_learns_cluster_prefixes_and_reduces_reconstruction(fitted):
+    tokenizer, inputs, items, _ = fitted
+    encoded = tokenizer.encode(inputs.rows(items))
+    cluster = items % CLUSTERS
+    majority = []
+    for k in range(CLUSTERS):
+        counts = torch.bincount(encoded["codes"][cluster == k, 0], minlength=4)
+        majority.append(int(counts.argmax()))
+        assert counts.max() >= 0.85 * (cluster == k).sum(), (k, counts)  # a cluster shares its first code
+    assert len(set(majority)) == CLUSTERS  # ... and clusters get different first codes
+    untrained = make_tokenizer().encode(inputs.rows(items))["reconstruction"]
+    assert encoded["reconstruction"] < 0.5 * untrained
 
 
 def test_deduplicate_gives_every_item_a_unique_tuple(fitted):
