@@ -13,6 +13,8 @@ RecBole's internal ids through ``dataset.field2token_id``, so the order of the f
 from __future__ import annotations
 
 import os
+import zipfile
+import zlib
 from dataclasses import dataclass
 from logging import getLogger
 
@@ -61,16 +63,17 @@ def load_item_features(path: str) -> ItemFeatures:
                                 "(or any tool writing the format described in the README), or remove the modality "
                                 "from `modalities`.")
     try:
-        with np.load(path, allow_pickle=False) as data:
+        data = np.load(path, allow_pickle=False)
+        if not isinstance(data, np.lib.npyio.NpzFile):
+            raise ValueError("a single array, not an archive with 'item_id' and 'features'")
+        with data:
             missing = {"item_id", "features"} - set(data.files)
             if missing:
-                raise ValueError(f"{path}: missing array(s) {sorted(missing)}; expected 'item_id' and 'features'.")
+                raise ValueError(f"missing array(s) {sorted(missing)}; expected 'item_id' and 'features'")
             tokens = data["item_id"].astype(str)
             features = data["features"]
             encoder = str(data["encoder"]) if "encoder" in data.files else ""
-    except (OSError, ValueError) as error:
-        if isinstance(error, ValueError) and str(error).startswith(path):
-            raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as error:
         raise ValueError(f"{path}: not a readable .npz feature file ({error}).") from error
     if features.ndim != 2 or features.shape[0] != tokens.shape[0]:
         raise ValueError(f"{path}: 'features' must be a matrix with one row per 'item_id' ({tokens.shape[0]} ids), "
