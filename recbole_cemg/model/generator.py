@@ -64,6 +64,9 @@ class CodeGenerator(nn.Module):
         source = (torch.arange(items, device=lengths.device).unsqueeze(0) + lengths.unsqueeze(1)) % items
         rotated = history_tokens.gather(1, source.unsqueeze(-1).expand(-1, -1, levels))
         real = torch.arange(items, device=lengths.device).unsqueeze(0) >= (items - lengths).unsqueeze(1)
+        # Drop the leading columns that are padding in every row (short histories need no 20-item window).
+        real = real[:, int((items - lengths.max()).clamp(min=0)):]
+        rotated = rotated[:, rotated.shape[1] - real.shape[1]:]
         ids = torch.where(real.unsqueeze(-1), rotated, torch.full_like(rotated, self.pad_id)).flatten(1)
         mask = real.unsqueeze(-1).expand(-1, -1, levels).flatten(1)
         prefix = self.prefix_ids.expand(batch, -1)
