@@ -14,6 +14,8 @@ plugin have to care which library versions are installed:
   ``Trainer.evaluate(load_best_model=True)`` and ``Trainer.resume_checkpoint`` fail. Those two are re-wrapped to load
   the file they wrote themselves with an explicit ``weights_only=False``.
 * ``recbole.quick_start`` imports ray at import time; the plugin never imports it (see ``quick_start.py``).
+* hyperopt >= 0.2.7 draws from ``np.random.Generator`` (``rng.integers``), but RecBole's exhaustive search hands it a
+  legacy ``RandomState``; while that search samples, its ``RandomState`` also answers ``integers``.
 """
 
 from __future__ import annotations
@@ -106,6 +108,16 @@ def _elementwise_first_agg(original: Callable) -> Callable:
     return agg
 
 
+def _random_state_with_integers(original: type) -> type:
+    """``RandomState`` with the ``Generator.integers`` method that hyperopt >= 0.2.7 calls."""
+
+    class RandomState(original):
+        def integers(self, low, high=None, size=None):
+            return self.randint(low, high, size)
+
+    return RandomState
+
+
 Replacement = tuple[object, str, Callable[[Callable], Callable]]
 
 
@@ -151,4 +163,8 @@ def apply() -> None:
                                     (pd.Series, "agg", _elementwise_first_agg))
     for name in ("evaluate", "resume_checkpoint"):
         setattr(Trainer, name, _during(getattr(Trainer, name), (torch, "load", _trusted_torch_load)))
+    from recbole.trainer import hyper_tuning
+
+    hyper_tuning.exhaustive_search = _during(hyper_tuning.exhaustive_search,
+                                             (np.random, "RandomState", _random_state_with_integers))
     _PATCHED = True

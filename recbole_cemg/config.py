@@ -20,6 +20,8 @@ class Config(RecBoleConfig):
     Precedence, lowest first: RecBole's own defaults, ``properties/overall.yaml`` (the evaluation protocol shared by
     every sequential model run through the plugin), ``properties/model/<model>.yaml``,
     ``properties/dataset/<dataset>.yaml``, then the user's config files, ``config_dict`` and command line.
+    A dataset file may hold a block named after a model (e.g. ``CEMG: {epochs: 8}``): it applies to that model
+    only, so a dataset can carry model-specific settings without changing the baselines' configuration.
     """
 
     def __init__(
@@ -62,3 +64,6 @@ class Config(RecBoleConfig):
                 loaded = self._update_internal_config_dict(file) or {}
                 if file == dataset_file:
                     self.parameters["Dataset"] += [k for k in loaded if k not in self.parameters["Dataset"]]
+        model_block = self.internal_config_dict.pop(model, None)
+        if isinstance(model_block, dict):
+            self.internal_config_dict.update(model_block)

@@ -24,7 +24,7 @@ from recbole.utils import set_color
 
 from recbole_cemg.data.features import align_item_features, load_item_features, resolve_path, save_item_features
 from recbole_cemg.data.windows import windowed_train_data
-from recbole_cemg.io import atomic_write
+from recbole_cemg.io import atomic_directory, atomic_write
 from recbole_cemg.model.collaborative import (load_checkpoint_embeddings, map_cold_items, source_kind,
                                               train_collaborative_model)
 from recbole_cemg.plots import plot_code_usage
@@ -99,6 +99,9 @@ class CEMGTrainer(Trainer):
                  "state_dict": self.model.checkpoint_state()}
         with atomic_write(path) as f:
             torch.save(state, f)
+        if self.config["lora"]:  # the adapter also in peft's own format, loadable with PeftModel.from_pretrained
+            with atomic_directory(self.artifact(".adapter")) as folder:
+                self.model.generator.model.save_pretrained(folder, save_embedding_layers=False)
         if verbose:
             self.logger.info(set_color("Saving current", "blue") + f": {path}")
 

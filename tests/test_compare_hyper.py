@@ -1,0 +1,57 @@
+"""Side-by-side comparison and hyper-parameter search through RecBole's HyperTuning."""
+
+import csv
+import json
+import sys
+
+import pytest
+
+import run_hyper
+from recbole_cemg.compare import compare_models, summarise, write_outputs
+
+
+def test_comparison_writes_every_output_and_survives_a_failing_model(tiny_run_config, tmp_path):
+    overrides = dict(tiny_run_config["config_dict"], epochs=2)
+    rows = compare_models(["SASRec", "NoSuchModel", "GRU4Rec"], "tiny", tiny_run_config["config_file_list"],
+                          overrides, seeds=[2020, 2021])
+    assert [r["model"] for r in rows] == ["SASRec", "SASRec", "NoSuchModel", "NoSuchModel", "GRU4Rec", "GRU4Rec"]
+    assert [r["seed"] for r in rows[:2]] == [2020, 2021]
+    assert "NoSuchModel" in rows[2]["error"]
+    summary = summarise(rows)
+    by_model = {e["model"]: e for e in summary}
+    assert by_model["NoSuchModel"]["failed"] == 2 and "error" in by_model["NoSuchModel"]
+    sasrec = by_model["SASRec"]
+    recalls = [r["test_result"]["recall@10"] for r in rows[:2]]
+    assert sasrec["test recall@10"] == pytest.approx(sum(recalls) / 2)
+    assert sasrec["test recall@10 std"] >= 0 and sasrec["parameters"] > 0
+
+    paths = write_outputs(rows, summary, str(tmp_path / "out" / "tiny"))
+    with open(paths[0], encoding="utf-8") as f:
+        assert len(json.load(f)["runs"]) == 6
+    with open(paths[1], encoding="utf-8") as f:
+        assert [r["model"] for r in csv.DictReader(f)] == ["SASRec", "NoSuchModel", "GRU4Rec"]
+    with open(paths[2], encoding="utf-8") as f:
+        table = f.read()
+    assert "| SASRec |" in table and "failed: ValueError" in table and "Machine:" in table
+    with open(paths[3], "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("algo", ["exhaustive", "random"])
+def test_hyper_parameter_search_exports_trials_and_best(tiny_run_config, tmp_path, monkeypatch, algo):
+    output = str(tmp_path / f"hyper-{algo}")
+    monkeypatch.setattr(sys, "argv", [
+        "run_hyper.py", "--model=SASRec", "--dataset=tiny", f"--config_files={tiny_run_config['config_file_list'][0]}",
+        "--params_file=hyper/tiny.hyper", f"--output_file={output}", f"--algo={algo}", "--max_evals=2",
+        f"--checkpoint_dir={tmp_path / 'saved'}", "--epochs=1"])
+    run_hyper.main()
+    with open(f"{output}.json", encoding="utf-8") as f:
+        trials = json.load(f)["trials"]
+    assert 1 <= len(trials) <= 2 and all("test_result" in t for t in trials)
+    if algo == "exhaustive":  # both learning rates of hyper/tiny.hyper, each once
+        assert sorted(t["params"] for t in trials) == ["learning_rate:0.005", "learning_rate:0.01"]
+    with open(f"{output}.best.json", encoding="utf-8") as f:
+        best = json.load(f)
+    assert best["best_valid_score"] == max(t["best_valid_score"] for t in trials)
+    with open(output, encoding="utf-8") as f:
+        assert "Valid result" in f.read()

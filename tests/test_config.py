@@ -1,0 +1,30 @@
+"""The plugin's Config: YAML precedence, model blocks in dataset files, and config validation."""
+
+import pytest
+
+from recbole_cemg.config import Config
+
+
+@pytest.fixture(autouse=True)
+def clean_argv(tiny_run_config):
+    return tiny_run_config
+
+
+def test_protocol_applies_to_every_sequential_model():
+    for model in ("SASRec", "CEMG"):
+        config = Config(model, "ml-100k")
+        assert config["eval_args"]["split"] == {"LS": "valid_and_test"} and config["eval_args"]["order"] == "TO"
+        assert config["MAX_ITEM_LIST_LENGTH"] == 20 and config["valid_metric"] == "NDCG@10"
+        assert config["topk"] == [5, 10] and config["train_neg_sample_args"]["distribution"] == "none"
+
+
+def test_dataset_model_block_applies_only_to_its_model():
+    sasrec, cemg = Config("SASRec", "ml-100k"), Config("CEMG", "ml-100k")
+    assert cemg["epochs"] == 8 and cemg["codebook_size"] == 64  # from the CEMG block of ml-100k.yaml
+    assert sasrec["epochs"] == 200 and sasrec["train_batch_size"] == 2048  # the baseline keeps its settings
+    assert Config("CEMG", "ml-100k", config_dict={"epochs": 3})["epochs"] == 3  # the user still wins
+
+
+def test_unknown_model_is_named():
+    with pytest.raises(ValueError, match="NoSuchModel"):
+        Config("NoSuchModel", "ml-100k")
