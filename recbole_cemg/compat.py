@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import warnings
 from typing import Callable, Iterator
 
 import numpy as np
@@ -147,6 +148,19 @@ def _during(method: Callable, *replacements: Replacement) -> Callable:
     return wrapper
 
 
+def _quiet(method: Callable) -> Callable:
+    """Silence pandas' warning about RecBole's (now patched-around) in-place ``fillna`` on a column."""
+
+    @functools.wraps(method)
+    def wrapper(*args, **kwargs):
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="A value is being set on a copy of a DataFrame or Series")
+            return method(*args, **kwargs)
+
+    wrapper.__cemg_patched__ = True
+    return wrapper
+
+
 def apply() -> None:
     """Apply every patch once; safe to call many times."""
     global _PATCHED
@@ -159,8 +173,8 @@ def apply() -> None:
     from recbole.trainer import Trainer
 
     Dataset._fill_nan = _fill_nan
-    Dataset._from_scratch = _during(Dataset._from_scratch, (pd, "read_csv", _read_csv_with_empty_sequences),
-                                    (pd.Series, "agg", _elementwise_first_agg))
+    Dataset._from_scratch = _quiet(_during(Dataset._from_scratch, (pd, "read_csv", _read_csv_with_empty_sequences),
+                                           (pd.Series, "agg", _elementwise_first_agg)))
     for name in ("evaluate", "resume_checkpoint"):
         setattr(Trainer, name, _during(getattr(Trainer, name), (torch, "load", _trusted_torch_load)))
     from recbole.trainer import hyper_tuning

@@ -17,6 +17,7 @@ from recbole.data import create_dataset, data_preparation
 from recbole.utils import get_environment, init_logger, init_seed, set_color
 
 from recbole_cemg.config import Config
+from recbole_cemg.data.cold_start import choose_cold_items, cold_target_loader, remove_from_training
 from recbole_cemg.utils import get_model, get_trainer
 
 
@@ -37,6 +38,11 @@ def run_cemg(model: str | None = None, dataset: str | None = None, config_file_l
     data = create_dataset(config)
     logger.info(data)
     train_data, valid_data, test_data = data_preparation(config, data)
+    cold = None
+    if config["cold_item_ratio"]:
+        cold = choose_cold_items(data.item_num, config["cold_item_ratio"], config["seed"])
+        train_data = remove_from_training(config, train_data, cold)
+        logger.info(f"cold start: {int(cold.sum())} items held out of training ({len(train_data.dataset)} rows left)")
     seconds["data"] = round(time.perf_counter() - start, 3)
 
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
@@ -75,6 +81,12 @@ def run_cemg(model: str | None = None, dataset: str | None = None, config_file_l
     stats = getattr(model_instance, "decoding_stats", None)
     if stats is not None:
         result["decoding"] = stats.as_dict()
+    if cold is not None:
+        loader = cold_target_loader(config, test_data, cold)
+        cold_result = trainer.evaluate(loader, load_best_model=False) if loader is not None else None
+        result["cold_start"] = {"cold_items": int(cold.sum()), "test_users": len(loader.dataset) if loader else 0,
+                                "test_result": dict(cold_result or {})}
+        logger.info(set_color("cold-start test result", "yellow") + f": {result['cold_start']}")
     return result
 
 

@@ -1,0 +1,51 @@
+"""Cold-start evaluation: hold a share of items out of training entirely and report the test users whose target is
+one of them separately. Content-derived codes let CEMG recommend such items; an ID-embedding model cannot."""
+
+from __future__ import annotations
+
+import torch
+from recbole.data.dataloader import FullSortEvalDataLoader, TrainDataLoader
+
+
+def choose_cold_items(n_items: int, ratio: float, seed: int) -> torch.Tensor:
+    """A boolean mask over internal item ids marking ``round(ratio * (n_items - 1))`` random items (never padding)."""
+    if not 0.0 <= ratio < 1.0:
+        raise ValueError(f"Invalid config value `cold_item_ratio` = {ratio}: must be in [0, 1).")
+    generator = torch.Generator().manual_seed(seed)
+    chosen = torch.randperm(n_items - 1, generator=generator)[: round(ratio * (n_items - 1))] + 1
+    cold = torch.zeros(n_items, dtype=torch.bool)
+    cold[chosen] = True
+    return cold
+
+
+def remove_from_training(config, train_data, cold: torch.Tensor) -> TrainDataLoader:
+    """Training rows without the cold items: rows that target one are dropped, and they are cut out of histories
+    (the remaining history keeps its order; rows left with no history are dropped)."""
+    dataset = train_data._dataset
+    item_field = dataset.iid_field
+    list_field = item_field + config["LIST_SUFFIX"]
+    length_field = config["ITEM_LIST_LENGTH_FIELD"]
+    inter = dataset.inter_feat
+    history = inter[list_field]
+    keep = (history > 0) & ~cold[history]
+    order = torch.argsort((~keep).int(), dim=1, stable=True)  # kept items first, in their original order
+    for field in list(inter.interaction):
+        if field.endswith(config["LIST_SUFFIX"]):
+            values = inter[field]
+            index = order.view(*order.shape, *([1] * (values.dim() - 2))).expand_as(values)
+            compacted = values.gather(1, index)
+            mask = keep.gather(1, order).view(*order.shape, *([1] * (values.dim() - 2))).expand_as(values)
+            inter.interaction[field] = torch.where(mask, compacted, torch.zeros_like(compacted))
+    inter.interaction[length_field] = keep.sum(1)
+    rows = ~cold[inter[item_field]] & (inter[length_field] > 0)
+    subset = dataset.copy(inter[rows])
+    return TrainDataLoader(config, subset, train_data._sampler, shuffle=config["shuffle"])
+
+
+def cold_target_loader(config, eval_data, cold: torch.Tensor) -> FullSortEvalDataLoader | None:
+    """An evaluation loader over the rows of ``eval_data`` whose target item is cold (None if there are none)."""
+    dataset = eval_data._dataset
+    rows = cold[dataset.inter_feat[dataset.iid_field]]
+    if not rows.any():
+        return None
+    return FullSortEvalDataLoader(config, dataset.copy(dataset.inter_feat[rows]), eval_data._sampler, shuffle=False)
