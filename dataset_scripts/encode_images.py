@@ -34,7 +34,8 @@ from PIL import Image
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from encode_text import EncodeError, OpenCLIPTextEncoder, load_partial, save_item_features  # noqa: E402
+from encode_text import (EncodeError, OpenCLIPTextEncoder, load_partial, save_item_features,  # noqa: E402
+                         write_features)
 
 logger = logging.getLogger("encode_images")
 
@@ -160,13 +161,7 @@ def run(args: argparse.Namespace) -> dict:
     partial_path = f"{args.output}.partial.npz"
     kept, features, unreadable = encode_resumable(tokens, paths, encoder, partial_path, run_tag, args.batch_size,
                                                   args.chunk_size, args.normalize, args.workers)
-    if args.fp16:
-        features = features.astype(np.float16)
-        if not np.isfinite(features).all():
-            raise EncodeError("features overflow float16; drop --fp16 or add --normalize. "
-                              f"Encoded rows are kept in {partial_path}.")
-    save_item_features(args.output, kept, features, name)
-    os.remove(partial_path)
+    features = write_features(args.output, kept, features, name, partial_path, args.fp16)
     logger.info(f"wrote {args.output}: features {features.shape} {features.dtype}; "
                 f"{len(unreadable)} unreadable image(s) skipped")
     return {"encoded": len(kept), "unreadable": unreadable}

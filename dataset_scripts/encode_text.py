@@ -258,15 +258,22 @@ def run(args: argparse.Namespace) -> None:
     partial_path = f"{args.output}.partial.npz"
     features = encode_resumable(tokens, texts, encoder, partial_path, run_tag, args.batch_size, args.chunk_size,
                                 args.normalize)
-    if args.fp16:
+    features = write_features(args.output, tokens, features, name, partial_path, args.fp16)
+    logger.info(f"wrote {args.output}: features {features.shape} {features.dtype}, "
+                f"{os.path.getsize(args.output) / 2**20:.2f} MiB")
+
+
+def write_features(output: str, tokens, features: np.ndarray, name: str, partial_path: str,
+                   fp16: bool) -> np.ndarray:
+    """Store the finished features (as float16 if asked, refusing overflow) and drop the partial file."""
+    if fp16:
         features = features.astype(np.float16)
         if not np.isfinite(features).all():
             raise EncodeError("features overflow float16; drop --fp16 or add --normalize. "
                               f"Encoded rows are kept in {partial_path}.")
-    save_item_features(args.output, tokens, features, name)
+    save_item_features(output, tokens, features, name)
     os.remove(partial_path)
-    logger.info(f"wrote {args.output}: features {features.shape} {features.dtype}, "
-                f"{os.path.getsize(args.output) / 2**20:.2f} MiB")
+    return features
 
 
 def main(argv: Sequence[str] | None = None) -> None:
