@@ -72,7 +72,10 @@ def run_cemg(model: str | None = None, dataset: str | None = None, config_file_l
         "parameters": sum(p.numel() for p in model_instance.parameters()),
         "peak_memory": peak_memory(config["device"]),
         "machine": machine_description(config["device"]),
+        "versions": package_versions(),
         "seed": config["seed"],
+        "config": {k: v for k, v in config.final_config_dict.items() if isinstance(v, (str, int, float, bool, list,
+                                                                                      dict, type(None)))},
         "checkpoint": trainer.saved_model_file if saved else None,
     }
     report = getattr(model_instance, "tokenizer_report", None)
@@ -112,6 +115,19 @@ def machine_description(device: torch.device) -> dict[str, str]:
     if device.type == "cuda":
         machine["gpu"] = torch.cuda.get_device_name(device)
     return machine
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of the packages that decide a run's numbers."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions = {}
+    for package in ("recbole", "torch", "transformers", "peft", "numpy", "pandas", "scipy"):
+        try:
+            versions[package] = version(package)
+        except PackageNotFoundError:
+            versions[package] = "not installed"
+    return versions
 
 
 def _cpu_name() -> str:
