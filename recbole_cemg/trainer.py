@@ -56,6 +56,10 @@ class CEMGTrainer(Trainer):
         else:
             with self.stage("collaborative"):
                 self.fit_collaborative(train_data, valid_data, show_progress)
+                if saved:
+                    save_item_features(self.artifact(".collab.npz"), model.item_tokens[1:],
+                                       model.collab_embeddings[1:].cpu().numpy(),
+                                       encoder=f"collab:{self.config['collab_source']}")
             with self.stage("tokenizer"):
                 report = model.fit_tokenizer(show_progress)
                 self.logger.info(set_color("tokenizer", "blue") + f": {json.dumps(asdict(report))}")
@@ -88,8 +92,6 @@ class CEMGTrainer(Trainer):
             embeddings = train_collaborative_model(self.config, train_data, valid_data, show_progress)
         embeddings = map_cold_items(embeddings, known.clone(), model.content)
         model.collab_embeddings.copy_(embeddings.to(model.collab_embeddings.device))
-        save_item_features(self.artifact(".collab.npz"), model.item_tokens[1:], embeddings[1:].numpy(),
-                           encoder=f"collab:{source}")
 
     def _save_checkpoint(self, epoch, verbose=True, **kwargs):
         if not self.config["single_spec"] and self.config["local_rank"] != 0:

@@ -83,8 +83,6 @@ class CEMG(SequentialRecommender):
         epochs = self.tokenizer.fit(inputs, items, config["tokenizer_epochs"], config["tokenizer_learning_rate"],
                                     config["tokenizer_batch_size"], config["tokenizer_eval_step"],
                                     config["tokenizer_stopping_step"], show_progress=show_progress, generator=seed)
-        for p in self.tokenizer.parameters():
-            p.requires_grad_(False)
         encoded = self.tokenizer.encode(inputs.rows(items))
         codes = deduplicate(encoded["codes"], encoded["residual"], config["dedup_size"])
         self.set_codes(torch.cat([torch.zeros_like(codes[:1]), codes]))
@@ -94,7 +92,9 @@ class CEMG(SequentialRecommender):
         return self.tokenizer_report
 
     def set_codes(self, codes: torch.Tensor) -> None:
-        """Install the code table ``[items, levels]`` (row 0: padding item) and build the decoding trie."""
+        """Install the code table ``[items, levels]`` (row 0: padding item) and build the decoding trie. The codes
+        are final from here on, so the tokenizer is frozen (the generator's optimizer must not touch it)."""
+        self.tokenizer.requires_grad_(False)
         self.item_codes.copy_(codes.to(self.item_codes.device))
         items = torch.arange(1, self.n_items)
         self.trie = CodeTrie(self.item_codes.cpu(), items, self.level_sizes).to(self.item_codes.device)
