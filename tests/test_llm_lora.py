@@ -79,3 +79,9 @@ def test_cemg_with_lora_checkpoints_only_trainable_weights_and_reloads(tmp_path,
     adapter = os.path.splitext(result["checkpoint"])[0] + ".adapter"
     with open(os.path.join(adapter, "adapter_config.json"), encoding="utf-8") as f:
         assert json.load(f)["r"] == 4
+
+
+def test_missing_llm_folder_is_named(tmp_path):
+    missing = str(tmp_path / "no-such-model")
+    with pytest.raises(FileNotFoundError, match="no-such-model"):
+        CodeGenerator([4, 4], 5, llm_path=missing)

@@ -139,8 +139,8 @@ def _load_pretrained(llm_path: str, level_sizes: list[int], prompt: str, prompt_
                      dtype: torch.dtype) -> tuple[nn.Module, int, list[int], list[int]]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    looks_local = llm_path.startswith((".", "/", "~")) or os.sep in llm_path.strip("/").split("/", 1)[-1]
-    if looks_local and not os.path.isdir(os.path.expanduser(llm_path)):
+    llm_path = os.path.expanduser(llm_path)
+    if llm_path.startswith((".", "/")) and not os.path.isdir(llm_path):  # a path, not a hub name
         raise FileNotFoundError(f"`llm_path` '{llm_path}' is not a folder. Give a local model folder or a hub name "
                                 "such as Qwen/Qwen2.5-0.5B (hub names need network access).")
     try:
