@@ -1,7 +1,9 @@
+import json
 import os
 import sys
 
 import pytest
+import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -15,3 +17,29 @@ def tiny_run_config(tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "argv", ["pytest"])  # RecBole's Config reads --key=value from the command line
     return {"config_file_list": [TINY_CONFIG],
             "config_dict": {"checkpoint_dir": str(tmp_path / "saved")}}
+
+
+# A tiny open_clip architecture: both towers, 16-dimensional embeddings.
+TINY_CLIP = {
+    "embed_dim": 16,
+    "vision_cfg": {"image_size": 32, "patch_size": 16, "layers": 1, "width": 32, "head_width": 16},
+    "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+}
+
+
+@pytest.fixture
+def tiny_clip(tmp_path, monkeypatch):
+    """``TINY_CLIP`` registered as open_clip model "tiny-clip" for this test only, and a local checkpoint of it."""
+    import open_clip
+    from open_clip import factory
+
+    monkeypatch.setattr(factory, "_MODEL_CONFIG_PATHS", list(factory._MODEL_CONFIG_PATHS))
+    monkeypatch.setattr(factory, "_MODEL_CONFIGS", dict(factory._MODEL_CONFIGS))
+    config = tmp_path / "tiny-clip.json"
+    config.write_text(json.dumps(TINY_CLIP))
+    open_clip.add_model_config(config)
+    torch.manual_seed(0)
+    model = open_clip.create_model("tiny-clip").eval()
+    checkpoint = tmp_path / "tiny-clip.pt"
+    torch.save(model.state_dict(), checkpoint)
+    return model, checkpoint

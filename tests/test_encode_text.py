@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import json
 from pathlib import Path
 
 import numpy as np
@@ -23,13 +22,6 @@ ITEMS = """item_id:token\ttitle:token_seq\tyear:token\tgenre:token_seq
 WITH_TEXT = ["1", "2", "4", "5", "6"]  # item 3 has no text
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "|", "toy", "story", "heat", "casino", "fargo", "1995", "1996",
          "animation", "comedy", "action", "thriller", "drama", "crime"]
-TINY_CLIP = {
-    "embed_dim": 16,
-    "vision_cfg": {"image_size": 32, "patch_size": 16, "layers": 1, "width": 32, "head_width": 16},
-    "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
-}
-
-
 @pytest.fixture(scope="module")
 def encode_text():
     """The script as a module (it puts the project root on sys.path, so this works from any directory)."""
@@ -153,20 +145,10 @@ def test_partial_file_of_other_settings_is_refused(encode_text, tiny_bert, item_
         run_hf(encode_text, item_file, tiny_bert, output)
 
 
-def test_open_clip_text_tower_from_checkpoint(encode_text, item_file, tmp_path, monkeypatch):
+def test_open_clip_text_tower_from_checkpoint(encode_text, item_file, tmp_path, tiny_clip):
     import open_clip
-    from open_clip import factory
 
-    # register the tiny architecture for this test only
-    monkeypatch.setattr(factory, "_MODEL_CONFIG_PATHS", list(factory._MODEL_CONFIG_PATHS))
-    monkeypatch.setattr(factory, "_MODEL_CONFIGS", dict(factory._MODEL_CONFIGS))
-    config = tmp_path / "tiny-clip.json"
-    config.write_text(json.dumps(TINY_CLIP))
-    open_clip.add_model_config(config)
-    torch.manual_seed(0)
-    model = open_clip.create_model("tiny-clip").eval()
-    checkpoint = tmp_path / "tiny-clip.pt"
-    torch.save(model.state_dict(), checkpoint)
+    model, checkpoint = tiny_clip
 
     output = tmp_path / "toy.text.npz"
     encode_text.main(["--item_file", str(item_file), "--encoder", "open_clip:tiny-clip", "--pretrained",

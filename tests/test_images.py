@@ -127,26 +127,6 @@ def test_download_needs_an_image_list(download_images, tmp_path):
         download_images.main(["--images_tsv", str(tmp_path / "x.tsv"), "--out_dir", str(tmp_path / "o")])
 
 
-@pytest.fixture
-def tiny_clip(tmp_path, monkeypatch):
-    """A tiny open_clip architecture (the one of test_encode_text.py) registered for this test, and its checkpoint."""
-    import open_clip
-    from open_clip import factory
-
-    from tests.test_encode_text import TINY_CLIP
-
-    monkeypatch.setattr(factory, "_MODEL_CONFIG_PATHS", list(factory._MODEL_CONFIG_PATHS))
-    monkeypatch.setattr(factory, "_MODEL_CONFIGS", dict(factory._MODEL_CONFIGS))
-    config = tmp_path / "tiny-clip.json"
-    config.write_text(json.dumps(TINY_CLIP))
-    open_clip.add_model_config(config)
-    torch.manual_seed(0)
-    model = open_clip.create_model("tiny-clip").eval()
-    checkpoint = tmp_path / "tiny-clip.pt"
-    torch.save(model.state_dict(), checkpoint)
-    return model, checkpoint
-
-
 def test_encode_images(encode_images, tiny_clip, tmp_path):
     from recbole_cemg.data.features import load_item_features
 
