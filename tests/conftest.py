@@ -1,6 +1,8 @@
+import importlib.util
 import json
 import os
 import sys
+from types import ModuleType
 
 import pytest
 import torch
@@ -8,6 +10,14 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 TINY_CONFIG = os.path.join(ROOT, "tests", "data", "tiny.yaml")
+
+
+def load_script(name: str) -> ModuleType:
+    """A script of ``dataset_scripts/`` imported as a module (scripts are not a package)."""
+    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "dataset_scripts", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture

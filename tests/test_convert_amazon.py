@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import gzip
-import importlib.util
 import json
 import sys
 from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "dataset_scripts" / "convert_amazon.py"
+from tests.conftest import load_script
+
 
 # (user, item, time in seconds). With k = 2 the cascade takes 4 rounds:
 # round 1 drops u4 (1 interaction), u7 (1), D (1) and E (1); round 2 then drops u5 (only B left) and F (only u6);
@@ -73,10 +73,7 @@ def write_raw(folder: Path, fmt: str) -> Path:
 
 @pytest.fixture(scope="module")
 def convert_amazon():
-    spec = importlib.util.spec_from_file_location("convert_amazon", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("convert_amazon")
 
 
 def read_rows(path: Path) -> list[list[str]]:

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-SCRIPT = Path(__file__).resolve().parents[1] / "dataset_scripts" / "encode_text.py"
+from tests.conftest import load_script
+
 
 ITEMS = """item_id:token\ttitle:token_seq\tyear:token\tgenre:token_seq
 1\tToy Story\t1995\tAnimation Comedy
@@ -25,10 +25,7 @@ VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "|", "toy", "story", "hea
 @pytest.fixture(scope="module")
 def encode_text():
     """The script as a module (it puts the project root on sys.path, so this works from any directory)."""
-    spec = importlib.util.spec_from_file_location("encode_text", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("encode_text")
 
 
 def load_item_features(path: str):

@@ -4,26 +4,17 @@ from __future__ import annotations
 
 import functools
 import http.server
-import importlib.util
 import io
 import json
 import socket
 import threading
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-SCRIPTS = Path(__file__).resolve().parents[1] / "dataset_scripts"
-
-
-def load_script(name: str):
-    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests.conftest import load_script
 
 
 @pytest.fixture(scope="module")
