@@ -95,11 +95,11 @@ def default_meta(reviews: str, fmt: str) -> str:
 
 
 # -------------------------------------------------------------------------------------------------------------- parsing
-def open_text(path: str):
-    """A text handle on a plain or gzip-compressed file."""
+def open_text(path: str, newline: str | None = None):
+    """A text handle on a plain or gzip-compressed file (a UTF-8 byte-order mark is dropped); ``newline=""`` for csv."""
     if path.endswith(".gz"):
-        return gzip.open(path, "rt", encoding="utf-8", errors="replace")
-    return open(path, encoding="utf-8", errors="replace")
+        return gzip.open(path, "rt", encoding="utf-8-sig", errors="replace", newline=newline)
+    return open(path, encoding="utf-8-sig", errors="replace", newline=newline)
 
 
 def parse_line(line: str, python_literal: bool) -> Any:
@@ -184,10 +184,10 @@ def read_reviews(path: str, fmt: str) -> tuple[list[tuple[str, str, float, float
 
 # ---------------------------------------------------------------------------------------------------------- filtering
 def deduplicate(rows: list[tuple]) -> list[tuple]:
-    """Drop repeated (user, item, timestamp) interactions, keeping the first."""
+    """Drop repeated (user, item, timestamp) interactions, keeping the first; rows are (user, item, ..., timestamp)."""
     seen, kept = set(), []
     for row in rows:
-        key = (row[0], row[1], row[3])
+        key = (row[0], row[1], row[-1])
         if key not in seen:
             seen.add(key)
             kept.append(row)
