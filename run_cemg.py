@@ -4,6 +4,8 @@
     python run_cemg.py --model=SASRec --dataset=ml-100k --result_file=results/sasrec.json
     python run_cemg.py --dataset=ml-100k --config_files="my.yaml other.yaml" --num_beams=30
     python run_cemg.py --dataset=ml-100k --compare=SASRec,GRU4Rec,CEMG --seeds=2020,2021 --output=results/ml-100k
+    python run_cemg.py --dataset=ml-100k --nproc=2                  # data-parallel over 2 GPUs (or CPU processes)
+    python run_cemg.py --dataset=ml-100k --resume=saved/CEMG-<time>.pth   # continue an interrupted run
 
 Any further ``--key=value`` overrides a config value, as with RecBole's own run script.
 """
@@ -15,7 +17,7 @@ import json
 
 from recbole_cemg.compare import compare_models, markdown_table, summarise, write_outputs
 from recbole_cemg.io import atomic_write
-from recbole_cemg.quick_start import run_cemg
+from recbole_cemg.quick_start import run
 
 
 def main() -> None:
@@ -27,6 +29,11 @@ def main() -> None:
     parser.add_argument("--compare", default=None, help="comma-separated models to train and tabulate one by one")
     parser.add_argument("--seeds", default=None, help="with --compare: comma-separated seeds to repeat each model")
     parser.add_argument("--output", default=None, help="with --compare: prefix of the .json/.csv/.md/.png outputs")
+    parser.add_argument("--nproc", type=int, default=1, help="processes on this machine (one per GPU)")
+    parser.add_argument("--world_size", type=int, default=-1, help="processes on all machines (default: nproc)")
+    parser.add_argument("--ip", default="localhost", help="address of the machine with rank 0")
+    parser.add_argument("--port", default="5678", help="free port on the machine with rank 0")
+    parser.add_argument("--group_offset", type=int, default=0, help="rank of this machine's first process")
     args, _ = parser.parse_known_args()
     config_files = args.config_files.split() if args.config_files else None
     if args.compare:
@@ -37,8 +44,9 @@ def main() -> None:
         if args.output:
             print("written:", ", ".join(write_outputs(rows, summary, args.output)))
         return
-    result = run_cemg(model=args.model, dataset=args.dataset, config_file_list=config_files)
-    if args.result_file:
+    result = run(args.model, args.dataset, config_files, nproc=args.nproc, world_size=args.world_size, ip=args.ip,
+                 port=args.port, group_offset=args.group_offset)
+    if args.result_file and result is not None:
         with atomic_write(args.result_file, "w", encoding="utf-8") as f:
             json.dump(result, f, indent=2, default=str)
 

@@ -16,6 +16,8 @@ plugin have to care which library versions are installed:
 * ``recbole.quick_start`` imports ray at import time; the plugin never imports it (see ``quick_start.py``).
 * hyperopt >= 0.2.7 draws from ``np.random.Generator`` (``rng.integers``), but RecBole's exhaustive search hands it a
   legacy ``RandomState``; while that search samples, its ``RandomState`` also answers ``integers``.
+* RecBole wraps every model as ``DistributedDataParallel(model, device_ids=[local_rank])`` in multi-process runs;
+  torch refuses ``device_ids`` for a model on the CPU, so CPU processes (gloo) get ``device_ids=None``.
 """
 
 from __future__ import annotations
@@ -122,6 +124,14 @@ def _random_state_with_integers(original: type) -> type:
 Replacement = tuple[object, str, Callable[[Callable], Callable]]
 
 
+def _data_parallel_on_any_device(original: type) -> Callable:
+    def data_parallel(module: torch.nn.Module, device_ids=None, **kwargs):
+        on_cpu = all(p.device.type == "cpu" for p in module.parameters())
+        return original(module, device_ids=None if on_cpu else device_ids, **kwargs)
+
+    return data_parallel
+
+
 @contextlib.contextmanager
 def _replaced(replacements: list[Replacement]) -> Iterator[None]:
     originals = [(owner, name, getattr(owner, name)) for owner, name, _ in replacements]
@@ -171,12 +181,14 @@ def apply() -> None:
     import pandas as pd
     from recbole.data.dataset import Dataset
     from recbole.trainer import Trainer
+    from recbole.trainer import trainer as trainer_module
 
     Dataset._fill_nan = _fill_nan
     Dataset._from_scratch = _quiet(_during(Dataset._from_scratch, (pd, "read_csv", _read_csv_with_empty_sequences),
                                            (pd.Series, "agg", _elementwise_first_agg)))
     for name in ("evaluate", "resume_checkpoint"):
         setattr(Trainer, name, _during(getattr(Trainer, name), (torch, "load", _trusted_torch_load)))
+    trainer_module.DistributedDataParallel = _data_parallel_on_any_device(trainer_module.DistributedDataParallel)
     from recbole.trainer import hyper_tuning
 
     hyper_tuning.exhaustive_search = _during(hyper_tuning.exhaustive_search,

@@ -9,6 +9,7 @@ from recbole.config import Config as RecBoleConfig
 from recbole.utils import ModelType
 
 from recbole_cemg import compat
+from recbole_cemg.distributed import join_cpu_process_group, uses_gpu
 from recbole_cemg.utils import get_model
 
 PROPERTIES_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.realpath(__file__))), "properties")
@@ -37,6 +38,12 @@ class Config(RecBoleConfig):
     def compatibility_settings(self) -> None:
         compat.patch_numpy_aliases()
         super().compatibility_settings()
+
+    def _init_device(self) -> None:
+        if "local_rank" in self.final_config_dict and not uses_gpu(self.final_config_dict):
+            join_cpu_process_group(self.final_config_dict)  # RecBole's own set-up knows only CUDA + nccl
+        else:
+            super()._init_device()
 
     def _get_model_and_dataset(self, model, dataset):
         if model is None:

@@ -18,6 +18,7 @@ from recbole.utils import get_environment, init_logger, init_seed, set_color
 
 from recbole_cemg.config import Config
 from recbole_cemg.data.cold_start import choose_cold_items, cold_target_loader, remove_from_training
+from recbole_cemg.resume import interrupted_run
 from recbole_cemg.utils import get_model, get_trainer
 
 
@@ -49,6 +50,10 @@ def run_cemg(model: str | None = None, dataset: str | None = None, config_file_l
     model_instance = get_model(config["model"])(config, train_data._dataset).to(config["device"])
     logger.info(model_instance)
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model_instance)
+    if config["resume"]:
+        trainer.resume_from(interrupted_run(config["resume"]))
+    logger.info(f"checkpoint: {trainer.saved_model_file} (if interrupted, continue with "
+                f"--resume={trainer.saved_model_file})")
 
     start = time.perf_counter()
     best_valid_score, best_valid_result = trainer.fit(train_data, valid_data, verbose=verbose, saved=saved,
@@ -91,6 +96,31 @@ def run_cemg(model: str | None = None, dataset: str | None = None, config_file_l
                                 "test_result": dict(cold_result or {})}
         logger.info(set_color("cold-start test result", "yellow") + f": {result['cold_start']}")
     return result
+
+
+def run(model: str | None = None, dataset: str | None = None, config_file_list: list[str] | None = None,
+        config_dict: dict[str, Any] | None = None, saved: bool = True, nproc: int = 1, world_size: int = -1,
+        ip: str = "localhost", port: str = "5678", group_offset: int = 0) -> dict[str, Any] | None:
+    """``run_cemg`` in one process, or data-parallel in ``nproc`` processes on this machine (RecBole's arguments:
+    ``world_size`` processes in all, this machine's first rank ``group_offset``, rendezvous at ``ip:port``).
+    Returns the result of the process of rank 0 when it runs on this machine."""
+    if nproc == 1 and world_size <= 0:
+        return run_cemg(model, dataset, config_file_list, config_dict, saved)
+    import torch.multiprocessing as mp
+
+    queue = mp.get_context("spawn").SimpleQueue()
+    config_dict = dict(config_dict or {}, world_size=world_size if world_size > 0 else nproc, ip=ip, port=port,
+                       nproc=nproc, offset=group_offset)
+    mp.spawn(_run_process, args=(model, dataset, config_file_list, config_dict, saved, queue), nprocs=nproc,
+             join=True)
+    return None if queue.empty() else queue.get()
+
+
+def _run_process(local_rank: int, model, dataset, config_file_list, config_dict, saved, queue) -> None:
+    result = run_cemg(model, dataset, config_file_list, dict(config_dict, local_rank=local_rank), saved)
+    if local_rank + config_dict["offset"] == 0:
+        queue.put(result)
+    torch.distributed.destroy_process_group()
 
 
 def objective_function(config_dict: dict[str, Any] | None = None, config_file_list: list[str] | None = None,

@@ -6,7 +6,9 @@
 4. the generator, epoch by epoch with RecBole's early stopping on the valid metric, where evaluation is CEMG's
    trie-constrained beam search.
 
-Checkpoints hold only what training changes plus the code table, and reload with ``weights_only=True``.
+Checkpoints hold only what training changes plus the code table, and reload with ``weights_only=True``. With
+``resume`` set to an interrupted run's checkpoint, finished stages are read back from their files (``.collab.npz``,
+``.codes.json``), an interrupted collaborative model or generator continues from its last finished epoch.
 """
 
 from __future__ import annotations
@@ -24,13 +26,15 @@ from recbole.utils import set_color
 
 from recbole_cemg.data.features import align_item_features, load_item_features, resolve_path, save_item_features
 from recbole_cemg.data.windows import windowed_train_data
+from recbole_cemg.distributed import DistributedEvaluation, barrier, is_main_process, wrap_model
 from recbole_cemg.io import atomic_directory, atomic_write
 from recbole_cemg.model.collaborative import (load_checkpoint_embeddings, map_cold_items, source_kind,
                                               train_collaborative_model)
 from recbole_cemg.plots import plot_code_usage
+from recbole_cemg.resume import ResumableTraining
 
 
-class CEMGTrainer(Trainer):
+class CEMGTrainer(ResumableTraining, DistributedEvaluation, Trainer):
     def __init__(self, config, model) -> None:
         super().__init__(config, model)
         self.stage_seconds: dict[str, float] = {}
@@ -47,26 +51,35 @@ class CEMGTrainer(Trainer):
         """Path of a file that belongs to this run's checkpoint (codes, plots, embeddings)."""
         return os.path.splitext(self.saved_model_file)[0] + suffix
 
+    def finished_stage(self, suffix: str) -> str | None:
+        """When resuming, the file a stage of the interrupted run left behind, if it got that far."""
+        path = self.artifact(suffix)
+        return path if self.resuming and os.path.isfile(path) else None
+
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
         model = self.model
-        if self.config["tokenizer_path"]:
+        saved_codes = self.config["tokenizer_path"] or self.finished_stage(".codes.json")
+        if saved_codes:
             with self.stage("tokenizer"):
-                model.load_codes(resolve_path(self.config["tokenizer_path"]))
-                self.logger.info(f"item codes loaded from {self.config['tokenizer_path']}")
+                model.load_codes(resolve_path(saved_codes))
+                self.logger.info(f"item codes loaded from {saved_codes}")
         else:
             with self.stage("collaborative"):
                 self.fit_collaborative(train_data, valid_data, show_progress)
-                if saved:
+                if saved and is_main_process(self.config):
                     save_item_features(self.artifact(".collab.npz"), model.item_tokens[1:],
                                        model.collab_embeddings[1:].cpu().numpy(),
                                        encoder=f"collab:{self.config['collab_source']}")
             with self.stage("tokenizer"):
                 report = model.fit_tokenizer(show_progress)
                 self.logger.info(set_color("tokenizer", "blue") + f": {json.dumps(asdict(report))}")
-                if saved:
+                if saved and is_main_process(self.config):
                     model.save_codes(self.artifact(".codes.json"))
                     plot_code_usage(model.item_codes[1:].cpu(), model.level_sizes, self.artifact(".codes.png"))
                     self.logger.info(f"item codes saved to {self.artifact('.codes.json')}")
+        if not self.config["single_spec"]:  # the tokenizer is frozen now; wrapping anew also syncs codes from rank 0
+            self.distributed_model = wrap_model(model, self.config)
+            model.set_codes(model.item_codes)
         self.optimizer = self._build_optimizer(params=[p for p in model.parameters() if p.requires_grad])
         if self.config["train_all_positions"]:
             train_data = windowed_train_data(self.config, train_data, self.config["train_stride"])
@@ -79,17 +92,19 @@ class CEMGTrainer(Trainer):
         """Stage 1: collaborative embeddings from the training split, cold-start rows mapped from content."""
         model, source = self.model, self.config["collab_source"]
         dataset = train_data._dataset
-        kind = source_kind(source)
+        finished = self.finished_stage(".collab.npz")
+        kind = "features" if finished else source_kind(source)
         known = model.warm_items
         if kind == "features":
-            path = resolve_path(source)
+            path = finished or resolve_path(source)
             loaded = align_item_features(load_item_features(path), dataset.field2token_id[dataset.iid_field],
                                          dataset.item_num, "collab", path, self.config["feature_unknown_items"])
             embeddings, known = loaded.values, loaded.mask & model.warm_items
         elif kind == "checkpoint":
             embeddings = load_checkpoint_embeddings(source, dataset.item_num)
         else:
-            embeddings = train_collaborative_model(self.config, train_data, valid_data, show_progress)
+            embeddings = train_collaborative_model(self.config, train_data, valid_data, show_progress,
+                                                   self.artifact(".collab.pth"), self.resuming)
         embeddings = map_cold_items(embeddings, known.clone(), model.content)
         model.collab_embeddings.copy_(embeddings.to(model.collab_embeddings.device))
 
@@ -110,6 +125,7 @@ class CEMGTrainer(Trainer):
     @torch.no_grad()
     def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
         if load_best_model:
+            barrier(self.config)  # the first process may still be writing the best checkpoint
             path = model_file or self.saved_model_file
             checkpoint = torch.load(path, map_location=self.device, weights_only=True)
             self.model.load_checkpoint_state(checkpoint["state_dict"])

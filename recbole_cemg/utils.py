@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
 
+from recbole.trainer import Trainer
 from recbole.utils import get_model as recbole_get_model
 from recbole.utils import get_trainer as recbole_get_trainer
 
@@ -28,7 +30,20 @@ def get_model(model_name: str) -> type:
 
 
 def get_trainer(model_type, model_name: str) -> type:
-    """Trainer class for ``model_name``: the plugin's trainer for its models, RecBole's choice otherwise."""
+    """Trainer class for ``model_name``: the plugin's trainer for its models, RecBole's choice otherwise, the latter
+    extended to resume interrupted runs and to evaluate every user once across processes."""
     if model_name in _PLUGIN_TRAINERS:
         return getattr(importlib.import_module(_PLUGIN_TRAINERS[model_name]), f"{model_name}Trainer")
-    return recbole_get_trainer(model_type, model_name)
+    return with_plugin_training(recbole_get_trainer(model_type, model_name))
+
+
+@functools.cache
+def with_plugin_training(trainer_class: type) -> type:
+    """``trainer_class`` with ``ResumableTraining`` and ``DistributedEvaluation`` mixed in (RecBole ``Trainer``s)."""
+    if not issubclass(trainer_class, Trainer):
+        return trainer_class
+    from recbole_cemg.distributed import DistributedEvaluation
+    from recbole_cemg.resume import ResumableTraining
+
+    return type(trainer_class.__name__, (ResumableTraining, DistributedEvaluation, trainer_class),
+                {"__doc__": trainer_class.__doc__, "__module__": __name__})

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import asdict
 from logging import getLogger
 
 import torch
@@ -100,8 +101,10 @@ class CEMG(SequentialRecommender):
         self.trie = CodeTrie(self.item_codes.cpu(), items, self.level_sizes).to(self.item_codes.device)
 
     def save_codes(self, path: str) -> None:
-        """Write ``{item token: [codes]}`` (readable JSON) atomically; ``tokenizer_path`` loads it back."""
+        """Write ``{item token: [codes]}`` (readable JSON) and the tokenizer's diagnostics atomically;
+        ``tokenizer_path`` loads it back."""
         table = {"level_sizes": self.level_sizes,
+                 "report": asdict(self.tokenizer_report) if self.tokenizer_report else None,
                  "codes": {self.item_tokens[i]: self.item_codes[i].tolist() for i in range(1, self.n_items)}}
         with atomic_write(path, "w", encoding="utf-8") as f:
             json.dump(table, f, indent=0)
@@ -123,6 +126,8 @@ class CEMG(SequentialRecommender):
         if (codes >= torch.tensor(self.level_sizes)).any() or (codes < 0).any():
             raise ValueError(f"{path}: codes outside the code levels {self.level_sizes}.")
         self.set_codes(codes)
+        if table.get("report"):
+            self.tokenizer_report = TokenizerReport(**table["report"])
 
     # ------------------------------------------------------------------------------------------ RecBole contract
     def _history(self, interaction) -> tuple[torch.Tensor, torch.Tensor]:

@@ -91,11 +91,14 @@ def collaborative_dim(config) -> int:
     return int(dim)
 
 
-def train_collaborative_model(config, train_data, valid_data, show_progress: bool) -> torch.Tensor:
-    """Train ``collab_source`` on the training split (early stopping on the valid metric) and return its item
-    embedding table ``[items, dim]``."""
+def train_collaborative_model(config, train_data, valid_data, show_progress: bool, checkpoint_file: str,
+                              resume: bool = False) -> torch.Tensor:
+    """Train ``collab_source`` on the training split (early stopping on the valid metric, best model saved to
+    ``checkpoint_file``; continued from its last epoch when the run resumes) and return its item embedding table
+    ``[items, dim]``."""
     from recbole.utils import init_seed
 
+    from recbole_cemg.distributed import barrier
     from recbole_cemg.utils import get_model, get_trainer
 
     sub = collaborative_config(config)
@@ -105,7 +108,9 @@ def train_collaborative_model(config, train_data, valid_data, show_progress: boo
         raise ValueError(f"`collab_source` {sub['model']} has no `item_embedding` table; use a sequential model "
                          "such as SASRec, GRU4Rec or BERT4Rec, or a file of item embeddings (.npz).")
     trainer = get_trainer(model.type, sub["model"])(sub, model)
+    trainer.saved_model_file, trainer.resuming = checkpoint_file, resume
     trainer.fit(train_data, valid_data, verbose=True, saved=True, show_progress=show_progress)
+    barrier(sub)  # the first process writes the best model
     best = torch.load(trainer.saved_model_file, map_location=sub["device"], weights_only=False)
     model.load_state_dict(best["state_dict"])
     return model.item_embedding.weight.detach()[: train_data._dataset.item_num].float().cpu()

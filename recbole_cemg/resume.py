@@ -1,0 +1,115 @@
+"""Resumable training for any RecBole trainer.
+
+RecBole saves only the best model, so a run killed at epoch 40 whose best epoch was 25 would redo 15 epochs and, worse,
+continue from the wrong weights. ``ResumableTraining`` writes the complete training state after every evaluated
+epoch, and once before the first (weights, optimizer, early-stopping counters, and every random generator that
+training draws from), to ``<checkpoint>.resume.pth``, atomically. With ``resume`` set to the interrupted run's
+checkpoint path (the run logs it when it starts), ``fit`` restores that state and continues with the next epoch, so
+the resumed run reaches the numbers of an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from logging import getLogger
+from typing import Any
+
+import numpy as np
+import torch
+
+from recbole_cemg.distributed import is_main_process
+from recbole_cemg.io import atomic_write
+
+
+def state_path(checkpoint: str) -> str:
+    """Where the resumable state of the run whose best model goes to ``checkpoint`` is kept."""
+    return os.path.splitext(checkpoint)[0] + ".resume.pth"
+
+
+def random_state(loader) -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(), "loader": loader.generator.get_state()}
+    kind, keys, position, has_gauss, gauss = np.random.get_state()
+    state["numpy"] = (kind, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, gauss)
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_random_state(state: dict[str, Any], loader) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    loader.generator.set_state(state["loader"])
+    kind, keys, position, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), position, has_gauss, gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def model_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """What training changes: CEMG leaves out the frozen weights of a pretrained LLM, other models keep all."""
+    return model.checkpoint_state() if hasattr(model, "checkpoint_state") else model.state_dict()
+
+
+def load_model_state(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+    if hasattr(model, "load_checkpoint_state"):
+        model.load_checkpoint_state(state)
+    else:
+        model.load_state_dict(state)
+
+
+def interrupted_run(checkpoint: str) -> str:
+    """``checkpoint``, checked to be the checkpoint path of a run that left something to resume from."""
+    folder, stem = os.path.split(os.path.splitext(checkpoint)[0])
+    if not os.path.isdir(folder or ".") or not any(name.startswith(stem) for name in os.listdir(folder or ".")):
+        raise FileNotFoundError(f"`resume` = {checkpoint!r}: no file of that run exists. Pass the checkpoint path the "
+                                "interrupted run logged at its start ('checkpoint: ...').")
+    return checkpoint
+
+
+class ResumableTraining:
+    """Mixin for a RecBole ``Trainer``: save the training state after each evaluated epoch, restore it on ``resume``."""
+
+    resuming = False
+
+    def resume_from(self, checkpoint: str) -> None:
+        """Continue the run whose best model goes to ``checkpoint``: ``fit`` restores its last saved state."""
+        self.saved_model_file, self.resuming = checkpoint, True
+
+    def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
+        path = state_path(self.saved_model_file)
+        if self.resuming and os.path.isfile(path):
+            if self.restore_training_state(path, train_data):
+                return self.best_valid_score, self.best_valid_result
+        elif saved and is_main_process(self.config):
+            self.save_training_state(path, train_data, self.start_epoch - 1)
+
+        def save_then_call(epoch: int, valid_score: float) -> None:
+            if saved and is_main_process(self.config):
+                self.save_training_state(path, train_data, epoch)
+            if callback_fn:
+                callback_fn(epoch, valid_score)
+
+        return super().fit(train_data, valid_data, verbose, saved, show_progress, save_then_call)
+
+    def save_training_state(self, path: str, train_data, epoch: int) -> None:
+        state = {"epoch": epoch, "cur_step": self.cur_step, "best_valid_score": float(self.best_valid_score),
+                 "best_valid_result": {k: float(v) for k, v in (self.best_valid_result or {}).items()},
+                 "model": model_state(self.model),
+                 "optimizer": self.optimizer.state_dict(), "random": random_state(train_data),
+                 "finished": self.cur_step > self.stopping_step or epoch + 1 >= self.epochs}
+        with atomic_write(path) as f:
+            torch.save(state, f)
+
+    def restore_training_state(self, path: str, train_data) -> bool:
+        """Load the state saved at the end of the last finished epoch; True if training had already ended."""
+        state = torch.load(path, map_location=self.device, weights_only=True)
+        load_model_state(self.model, state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        set_random_state(state["random"], train_data)
+        self.start_epoch, self.cur_step = state["epoch"] + 1, state["cur_step"]
+        self.best_valid_score, self.best_valid_result = state["best_valid_score"], state["best_valid_result"] or None
+        getLogger().info(f"resumed from {path}: epoch {state['epoch']} was the last one finished"
+                         + (" (training had ended)" if state["finished"] else ""))
+        return state["finished"]
+

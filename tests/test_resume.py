@@ -1,0 +1,107 @@
+"""A run killed (SIGKILL) in the collaborative stage, resumed, killed again in the generator stage and resumed again
+reaches the result of an uninterrupted run.
+
+What the resume restores is checked exactly: the collaborative embeddings and codes are identical, and the first
+resumed generator epoch has the very same training loss as in the uninterrupted run (same weights, optimizer state,
+batch order and random state). Later epochs can drift in the last float bits on the CPU: at some step the two runs
+compute slightly different gradients from bitwise identical weights, optimizer state and batch (recomputing a
+gradient within one run is deterministic, so it is not state the resume misses). The final metrics are therefore
+compared within one test user's worth (1/120) per metric.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from recbole_cemg.resume import interrupted_run
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Long enough stages that the kills land inside them; the same settings for every run of this file.
+SETTINGS = ["--dataset=tiny", "--config_files=tests/data/tiny.yaml", "--state=INFO", "--show_progress=False",
+            "--collab_epochs=40", "--collab_stopping_step=40", "--epochs=12", "--stopping_step=12"]
+
+
+def start(checkpoint_dir, log, *extra: str) -> subprocess.Popen:
+    command = [sys.executable, "run_cemg.py", *SETTINGS, f"--checkpoint_dir={checkpoint_dir}", *extra]
+    return subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+
+
+def finish(process: subprocess.Popen, log_path) -> str:
+    assert process.wait(timeout=600) == 0, log_path.read_text()[-3000:]
+    return log_path.read_text()
+
+
+def kill_when(process: subprocess.Popen, pattern: str, min_epoch: int) -> str:
+    """SIGKILL ``process`` as soon as the resume state matching ``pattern`` records ``min_epoch`` finished epochs."""
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        assert process.poll() is None, "the run ended before it could be interrupted"
+        for path in glob.glob(pattern):
+            state = torch.load(path, weights_only=True)
+            if state["epoch"] >= min_epoch and not state["finished"]:
+                process.kill()
+                process.wait()
+                return path
+        time.sleep(0.05)
+    process.kill()
+    raise AssertionError(f"no resume state {pattern} reached epoch {min_epoch}")
+
+
+def generator_losses(log: str) -> dict[int, str]:
+    """Training loss per generator epoch, as logged."""
+    generator = log[log.index("CEMG stage: generator"):] if "CEMG stage: generator" in log else log
+    return {int(e): loss for e, loss in re.findall(r"epoch (\d+) training \[time: [\d.]+s, train loss: ([\d.]+)\]",
+                                                  generator)}
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("uninterrupted")
+    with open(folder / "log.txt", "w") as log:
+        process = start(folder / "saved", log, f"--result_file={folder / 'result.json'}")
+        text = finish(process, folder / "log.txt")
+    return json.loads((folder / "result.json").read_text()), generator_losses(text)
+
+
+def test_killed_twice_then_resumed_gives_the_uninterrupted_result(tmp_path, uninterrupted):
+    expected, expected_losses = uninterrupted
+    saved = tmp_path / "saved"
+    with open(tmp_path / "first.txt", "w") as log:
+        kill_when(start(saved, log), str(saved / "CEMG-*.collab.resume.pth"), min_epoch=3)
+    checkpoint = glob.glob(str(saved / "CEMG-*.collab.pth"))[0].replace(".collab.pth", ".pth")
+    assert not os.path.exists(checkpoint.replace(".pth", ".codes.json"))  # stopped inside the collaborative stage
+
+    with open(tmp_path / "second.txt", "w") as log:
+        kill_when(start(saved, log, f"--resume={checkpoint}"), checkpoint.replace(".pth", ".resume.pth"), min_epoch=2)
+    second = (tmp_path / "second.txt").read_text()
+    assert "collab.resume.pth: epoch" in second and "resumed from" in second
+
+    with open(tmp_path / "third.txt", "w") as log:
+        third = finish(start(saved, log, f"--resume={checkpoint}", f"--result_file={tmp_path / 'result.json'}"),
+                       tmp_path / "third.txt")
+    assert "item codes loaded from" in third and "CEMG stage: collaborative" not in third
+    assert f"resumed from {checkpoint.replace('.pth', '.resume.pth')}" in third
+    first_resumed = int(re.search(r"resumed from \S+?CEMG-[^ ]*?\.resume\.pth: epoch (\d+)", third).group(1)) + 1
+    losses = generator_losses(third)
+    assert min(losses) == first_resumed and losses[first_resumed] == expected_losses[first_resumed]
+    resumed = json.loads((tmp_path / "result.json").read_text())
+    assert resumed["tokenizer"] == expected["tokenizer"]
+    for split in ("test_result", "best_valid_result"):
+        assert resumed[split].keys() == expected[split].keys()
+        for metric, value in expected[split].items():
+            assert resumed[split][metric] == pytest.approx(value, abs=1 / 120 + 1e-4), (split, metric)
+    assert not glob.glob(str(saved / ".*.tmp"))  # atomic writes left no half-written file behind
+
+
+def test_resume_of_a_run_that_left_nothing_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no file of that run exists"):
+        interrupted_run(str(tmp_path / "CEMG-never.pth"))
