@@ -56,6 +56,18 @@ def broadcast_object(value: Any, config) -> Any:
     return box[0]
 
 
+def collective_device() -> torch.device:
+    """Where tensors must be for collectives: the GPU for nccl, the CPU for gloo."""
+    return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+
+
+def all_reduce(values: list[float], op: dist.ReduceOp = dist.ReduceOp.SUM) -> list[float]:
+    """``values`` combined over all processes (sum by default)."""
+    tensor = torch.tensor(values, dtype=torch.float64, device=collective_device())
+    dist.all_reduce(tensor, op=op)
+    return tensor.tolist()
+
+
 def gather_rows(rows: torch.Tensor, total: int) -> torch.Tensor:
     """Undo ``DistributedSampler(shuffle=False)``: process ``r`` holds rows ``r, r + world, ...`` of ``total`` rows,
     padded with repeats to ``ceil(total / world)`` rows. Returns the ``total`` rows in their original order."""
@@ -64,8 +76,7 @@ def gather_rows(rows: torch.Tensor, total: int) -> torch.Tensor:
     if len(rows) != per_process:
         raise RuntimeError(f"distributed evaluation: this process holds {len(rows)} rows, expected {per_process} "
                            f"({total} rows over {world} processes); only one row per evaluated user is supported.")
-    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else rows.device
-    local = rows.to(device).contiguous()
+    local = rows.to(collective_device()).contiguous()
     parts = [torch.empty_like(local) for _ in range(world)]
     dist.all_gather(parts, local)
     return torch.stack(parts, 1).reshape(world * per_process, *rows.shape[1:])[:total].to(rows.device)

@@ -131,4 +131,7 @@ class CEMGTrainer(ResumableTraining, DistributedEvaluation, Trainer):
             self.model.load_checkpoint_state(checkpoint["state_dict"])
             self.logger.info(f"Loading model parameters from {path}")
         self.model.decoding_stats.reset()
-        return super().evaluate(eval_data, load_best_model=False, show_progress=show_progress)
+        result = super().evaluate(eval_data, load_best_model=False, show_progress=show_progress)
+        if not self.config["single_spec"]:
+            self.model.decoding_stats.gather()
+        return result

@@ -1,6 +1,7 @@
 import importlib.util
 import json
 import os
+import re
 import sys
 from types import ModuleType
 
@@ -18,6 +19,13 @@ def load_script(name: str) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def generator_losses(log: str) -> dict[int, str]:
+    """Training loss per generator epoch, as logged."""
+    generator = log[log.index("CEMG stage: generator"):] if "CEMG stage: generator" in log else log
+    return {int(e): loss for e, loss in re.findall(r"epoch (\d+) training \[time: [\d.]+s, train loss: ([\d.]+)\]",
+                                                  generator)}
 
 
 @pytest.fixture

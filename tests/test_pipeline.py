@@ -165,9 +165,15 @@ def test_sasrec_run_through_recbole_fallback(sasrec):
     from recbole.model.sequential_recommender import SASRec
     from recbole.trainer import Trainer
 
+    from recbole_cemg import resume
+    from recbole_cemg.distributed import DistributedEvaluation
+    from recbole_cemg.resume import ResumableTraining
+
     result = sasrec["result"]
     assert result["model"] == "SASRec" and type(sasrec["model"]) is SASRec
-    assert isinstance(sasrec["trainer"], Trainer) and type(sasrec["trainer"]).__module__.startswith("recbole.")
+    # RecBole's own trainer, with the plugin's resume and distributed-evaluation mixins and nothing else
+    assert type(sasrec["trainer"]).__bases__ == (ResumableTraining, DistributedEvaluation, Trainer)
+    assert os.path.isfile(resume.state_path(result["checkpoint"]))
     assert set(result["test_result"]) == METRICS
     assert result["test_result"]["recall@10"] >= 0.75, result["test_result"]  # observed 0.95
     assert "tokenizer" not in result and "decoding" not in result

@@ -23,6 +23,7 @@ import pytest
 import torch
 
 from recbole_cemg.resume import interrupted_run
+from tests.conftest import generator_losses
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Long enough stages that the kills land inside them; the same settings for every run of this file.
@@ -54,13 +55,6 @@ def kill_when(process: subprocess.Popen, pattern: str, min_epoch: int) -> str:
         time.sleep(0.05)
     process.kill()
     raise AssertionError(f"no resume state {pattern} reached epoch {min_epoch}")
-
-
-def generator_losses(log: str) -> dict[int, str]:
-    """Training loss per generator epoch, as logged."""
-    generator = log[log.index("CEMG stage: generator"):] if "CEMG stage: generator" in log else log
-    return {int(e): loss for e, loss in re.findall(r"epoch (\d+) training \[time: [\d.]+s, train loss: ([\d.]+)\]",
-                                                  generator)}
 
 
 @pytest.fixture(scope="module")

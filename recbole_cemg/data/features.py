@@ -129,21 +129,45 @@ def feature_file(config, modality: str) -> str:
 
 
 def load_modalities(config, dataset, modalities: list[str]) -> list[AlignedFeatures]:
-    """Load and align every listed content modality of the dataset's items."""
+    """Load and align every listed content modality of the dataset's items.
+
+    An item absent from a modality's file (its image was missing or corrupt, its text empty) has that modality
+    masked; the log names such items. An item with no modality at all is coded from its collaborative embedding
+    alone, which needs ``collab_in_fusion``.
+    """
     logger = getLogger()
     item_field = dataset.iid_field
-    token2id = dataset.field2token_id[item_field]
+    token2id, tokens = dataset.field2token_id[item_field], dataset.field2id_token[item_field]
     aligned = []
     for modality in modalities:
         path = feature_file(config, modality)
         feats = align_item_features(load_item_features(path), token2id, dataset.item_num, modality, path,
                                     config["feature_unknown_items"] or "error")
-        covered = int(feats.mask.sum())
         logger.info(f"modality '{modality}' from {path}: dim {feats.values.shape[1]}, "
-                    f"{covered}/{dataset.item_num - 1} items, encoder '{feats.encoder or 'unknown'}'")
+                    f"{int(feats.mask.sum())}/{dataset.item_num - 1} items, encoder '{feats.encoder or 'unknown'}'")
+        lacking = _items_without(feats.mask, tokens)
+        if lacking:
+            logger.warning(f"modality '{modality}': {lacking} have no feature in {path}; it is masked for them.")
         aligned.append(feats)
     encoders = {f.encoder for f in aligned if f.encoder}
     if len(encoders) > 1:
         logger.warning(f"Modalities were encoded by different models ({sorted(encoders)}); this is fine for "
                        "separate towers, but check it is intended.")
+    bare = _items_without(torch.stack([f.mask for f in aligned]).any(0), tokens) if aligned else ""
+    if bare and not config["collab_in_fusion"]:
+        raise ValueError(f"{bare} have no feature in any of the modalities {modalities}, and `collab_in_fusion` is "
+                         "False, so nothing would tell their codes apart. Set collab_in_fusion: True, or provide "
+                         "their features (an image that decodes, a non-empty text).")
+    if bare:
+        logger.warning(f"{bare} have no feature in any of {modalities}: they are coded from their collaborative "
+                       "embedding alone.")
     return aligned
+
+
+def _items_without(mask: torch.Tensor, tokens) -> str:
+    """'N item(s) (e.g. 'a', 'b')' for the items (not the padding row) where ``mask`` is False; '' if none."""
+    missing = torch.nonzero(~mask[1:]).flatten() + 1
+    if not len(missing):
+        return ""
+    examples = ", ".join(f"'{tokens[i]}'" for i in missing[:5].tolist())
+    return f"{len(missing)} item(s) (e.g. {examples})"

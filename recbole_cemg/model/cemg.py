@@ -18,8 +18,10 @@ from logging import getLogger
 import torch
 from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType
+from torch.distributed import ReduceOp
 
 from recbole_cemg.data.features import load_modalities
+from recbole_cemg.distributed import all_reduce
 from recbole_cemg.io import atomic_write
 from recbole_cemg.model.collaborative import collaborative_dim
 from recbole_cemg.model.decoding import CodeTrie, constrained_beam_search
@@ -196,6 +198,12 @@ class DecodingStats:
             self.generated += len(found)
             self.invalid += sum(not 0 < item < n_items for item in found)
             self.repeated += len(found) - len(set(found))
+
+    def gather(self) -> None:
+        """Sum the counts of all processes (each decoded its own users, side by side: the slowest one's time)."""
+        counts = all_reduce([self.users, self.generated, self.invalid, self.repeated])
+        self.users, self.generated, self.invalid, self.repeated = (int(c) for c in counts)
+        self.seconds = all_reduce([self.seconds], ReduceOp.MAX)[0]
 
     def as_dict(self) -> dict:
         return {"beams": self.beams, "users": self.users, "seconds": round(self.seconds, 3),
