@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import platform
 import resource
 import sys
@@ -13,6 +14,7 @@ from logging import getLogger
 from typing import Any
 
 import torch
+import yaml
 from recbole.data import create_dataset, data_preparation
 from recbole.utils import get_environment, init_logger, init_seed, set_color
 
@@ -36,6 +38,7 @@ def run_cemg(model: str | None = None, dataset: str | None = None, config_file_l
 
     seconds: dict[str, float] = {}
     start = time.perf_counter()
+    require_dataset(config)
     data = create_dataset(config)
     logger.info(data)
     train_data, valid_data, test_data = data_preparation(config, data)
@@ -121,6 +124,22 @@ def _run_process(local_rank: int, model, dataset, config_file_list, config_dict,
     if local_rank + config_dict["offset"] == 0:
         queue.put(result)
     torch.distributed.destroy_process_group()
+
+
+def require_dataset(config) -> None:
+    """A clear stop for a dataset that is neither on disk nor one RecBole can download."""
+    path, name = config["data_path"], config["dataset"]
+    if os.path.isdir(path):
+        return
+    import recbole
+
+    with open(os.path.join(os.path.dirname(recbole.__file__), "properties", "dataset", "url.yaml"), encoding="utf-8") as f:
+        if name in (yaml.safe_load(f) or {}):
+            return  # RecBole downloads it (needs network)
+    raise FileNotFoundError(
+        f"Dataset '{name}' not found: there is no folder {path}, and RecBole knows no dataset of that name. Put its "
+        f"atomic files there ({name}.inter, optionally {name}.item), or point `data_path` at the folder holding "
+        f"{name}/. ml-100k ships with RecBole; dataset_scripts/convert_amazon.py and convert_local.py make others.")
 
 
 def objective_function(config_dict: dict[str, Any] | None = None, config_file_list: list[str] | None = None,

@@ -28,3 +28,12 @@ def test_dataset_model_block_applies_only_to_its_model():
 def test_unknown_model_is_named():
     with pytest.raises(ValueError, match="NoSuchModel"):
         Config("NoSuchModel", "ml-100k")
+
+
+def test_unknown_dataset_stops_before_any_work_with_what_to_do(tmp_path):
+    from recbole_cemg.quick_start import run_cemg
+
+    with pytest.raises(FileNotFoundError, match=r"Dataset 'no-such-data' not found: there is no folder .*no-such-data.*"
+                                                r"Put its atomic files there \(no-such-data.inter"):
+        run_cemg("SASRec", "no-such-data", config_dict={"data_path": str(tmp_path), "checkpoint_dir": str(tmp_path)})
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing written

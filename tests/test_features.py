@@ -200,10 +200,11 @@ def test_mixed_encoders_are_warned_about(tmp_path, caplog):
     save_item_features(str(tmp_path / "toy.text.npz"), ["a", "b"], rows(2), encoder="hf:minilm")
     save_item_features(str(tmp_path / "toy.image.npz"), ["a"], rows(1), encoder="open_clip:ViT-B-32")
     config = {"feature_files": {}, "feature_path": str(tmp_path), "data_path": str(tmp_path), "dataset": "toy",
-              "feature_unknown_items": "error"}
+              "feature_unknown_items": "error", "collab_in_fusion": True}
     dataset = SimpleNamespace(iid_field="item_id", field2token_id={"item_id": {"[PAD]": 0, "a": 1, "b": 2}},
-                              item_num=3)
+                              field2id_token={"item_id": ["[PAD]", "a", "b"]}, item_num=3)
     with caplog.at_level("INFO"):
         text, image = load_modalities(config, dataset, ["text", "image"])
     assert text.mask.tolist() == [False, True, True] and image.mask.tolist() == [False, True, False]
     assert any("different models" in r.message and r.levelname == "WARNING" for r in caplog.records)
+    assert any(r.message.startswith("modality 'image': 1 item(s) (e.g. 'b') have no feature") for r in caplog.records)
