@@ -3,8 +3,8 @@
 Item i3's image file is corrupt and its text empty, i7 has no image, i5 an empty text (and i60 has no text in the
 tiny data set's own text features). The image features come from
 the real ``encode_images.py`` (which skips the corrupt file), the text features leave out the empty texts (as
-``encode_text.py`` does). An item with no content at all is coded from its collaborative embedding, or, when that is
-not fused, stops the run with a message naming it.
+``encode_text.py`` does). An item with no content at all is coded from its collaborative embedding, and named in a
+warning that says what it gets when that embedding is not fused.
 """
 
 from __future__ import annotations
@@ -77,15 +77,19 @@ def test_masked_items_are_named_and_the_run_goes_through(tiny_run_config, featur
     torch.testing.assert_close(weights.sum(1), torch.ones(len(items)))
 
 
-def test_an_item_without_any_content_needs_the_collaborative_token(tiny_run_config, feature_dir):
+def test_an_item_without_any_content_is_named_when_nothing_codes_it(tiny_run_config, feature_dir, caplog):
     from recbole.data import create_dataset, data_preparation
 
     from recbole_cemg.config import Config
     from recbole_cemg.model.cemg import CEMG
 
     settings = dict(tiny_run_config["config_dict"], modalities=["text", "image"], feature_path=str(feature_dir),
-                    collab_in_fusion=False)
+                    collab_in_fusion=False, tokenizer_epochs=10)
     config = Config("CEMG", "tiny", tiny_run_config["config_file_list"], settings)
-    with pytest.raises(ValueError, match=r"1 item\(s\) \(e.g. 'i3'\) have no feature in any .* collab_in_fusion: True"):
-        CEMG(config, data_preparation(config, create_dataset(config))[0]._dataset)
-
+    with caplog.at_level(logging.WARNING):
+        model = CEMG(config, data_preparation(config, create_dataset(config))[0]._dataset)
+    report = model.fit_tokenizer(show_progress=False)  # the item without content trains without NaN
+    assert report.unique_after_dedup == report.items == 60 and np.isfinite(report.reconstruction_error)
+    assert any(r.getMessage().startswith("1 item(s) (e.g. 'i3') have no feature in any of ['text', 'image']: with "
+                                         "`collab_in_fusion: False` they share the code of an empty input")
+               for r in caplog.records)

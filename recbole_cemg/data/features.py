@@ -132,8 +132,8 @@ def load_modalities(config, dataset, modalities: list[str]) -> list[AlignedFeatu
     """Load and align every listed content modality of the dataset's items.
 
     An item absent from a modality's file (its image was missing or corrupt, its text empty) has that modality
-    masked; the log names such items. An item with no modality at all is coded from its collaborative embedding
-    alone, which needs ``collab_in_fusion``.
+    masked; the log names such items, and those with no modality at all (coded from their collaborative embedding
+    alone, or with ``collab_in_fusion: False`` from nothing but the de-duplication level).
     """
     logger = getLogger()
     item_field = dataset.iid_field
@@ -154,13 +154,11 @@ def load_modalities(config, dataset, modalities: list[str]) -> list[AlignedFeatu
         logger.warning(f"Modalities were encoded by different models ({sorted(encoders)}); this is fine for "
                        "separate towers, but check it is intended.")
     bare = _items_without(torch.stack([f.mask for f in aligned]).any(0), tokens) if aligned else ""
-    if bare and not config["collab_in_fusion"]:
-        raise ValueError(f"{bare} have no feature in any of the modalities {modalities}, and `collab_in_fusion` is "
-                         "False, so nothing would tell their codes apart. Set collab_in_fusion: True, or provide "
-                         "their features (an image that decodes, a non-empty text).")
     if bare:
-        logger.warning(f"{bare} have no feature in any of {modalities}: they are coded from their collaborative "
-                       "embedding alone.")
+        logger.warning(f"{bare} have no feature in any of {modalities}: " + (
+            "they are coded from their collaborative embedding alone." if config["collab_in_fusion"] else
+            "with `collab_in_fusion: False` they share the code of an empty input and are told apart only by the "
+            "de-duplication level. Set collab_in_fusion: True, or provide their features."))
     return aligned
 
 

@@ -50,5 +50,7 @@ class CollaborativeGuidedFusion(nn.Module):
         else:
             query = self.query(collab) if self.guidance else self.static_query.expand(tokens.shape[0], -1)
             scores = torch.einsum("bd,bmd->bm", query, self.key(tokens)) / math.sqrt(self.dim)
-            weights = torch.softmax(scores.masked_fill(~mask, float("-inf")), dim=1).nan_to_num(0.0)
+            # A finite fill keeps the softmax (and its gradient) free of NaN for an item without any modality,
+            # whose weights are then all zero.
+            weights = torch.softmax(scores.masked_fill(~mask, torch.finfo(scores.dtype).min), dim=1) * mask
         return torch.einsum("bm,bmd->bd", weights, tokens), weights
