@@ -16,6 +16,9 @@ plugin have to care which library versions are installed:
 * ``recbole.quick_start`` imports ray at import time; the plugin never imports it (see ``quick_start.py``).
 * hyperopt >= 0.2.7 draws from ``np.random.Generator`` (``rng.integers``), but RecBole's exhaustive search hands it a
   legacy ``RandomState``; while that search samples, its ``RandomState`` also answers ``integers``.
+* RecBole's SINE module calls ``torch.autograd.set_detect_anomaly(True)`` when it is imported, which every lookup of a
+  sequential model does: autograd anomaly detection then slows down every training run in the process. It is
+  imported here once and anomaly detection switched back off.
 * RecBole wraps every model as ``DistributedDataParallel(model, device_ids=[local_rank])`` in multi-process runs;
   torch refuses ``device_ids`` for a model on the CPU, so CPU processes (gloo) get ``device_ids=None``.
 """
@@ -189,6 +192,9 @@ def apply() -> None:
     for name in ("evaluate", "resume_checkpoint"):
         setattr(Trainer, name, _during(getattr(Trainer, name), (torch, "load", _trusted_torch_load)))
     trainer_module.DistributedDataParallel = _data_parallel_on_any_device(trainer_module.DistributedDataParallel)
+    import recbole.model.sequential_recommender  # noqa: F401  (its sine module turns anomaly detection on)
+
+    torch.autograd.set_detect_anomaly(False)
     from recbole.trainer import hyper_tuning
 
     hyper_tuning.exhaustive_search = _during(hyper_tuning.exhaustive_search,

@@ -219,3 +219,12 @@ def test_torch_load_patch_in_resume_checkpoint(tmp_path):
         Trainer.resume_checkpoint(trainer, path)
     assert trainer.start_epoch == 5 and trainer.best_valid_score == 0.5
     assert torch.load is torch.serialization.load
+
+
+def test_recbole_models_leave_autograd_anomaly_detection_off():
+    """RecBole's SINE module switches anomaly detection on at import; it would slow down every training run."""
+    from recbole_cemg.utils import get_model
+
+    get_model("SINE")
+    get_model("SASRec")
+    assert not torch.is_anomaly_enabled()
