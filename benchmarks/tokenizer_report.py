@@ -91,16 +91,17 @@ def main() -> None:
         rows.append({"variant": name, "overrides": overrides, "seconds": round(seconds, 1),
                      "report": asdict(model.tokenizer_report)})
         print(markdown(rows[-1:]).splitlines()[-1], flush=True)
+        write_outputs(args.output, base, model.level_sizes, rows)  # after every variant: a cut-off run keeps its rows
+    print(markdown(rows))
 
-    table = markdown(rows)
-    result = {"dataset": args.dataset, "command": " ".join(sys.argv), "machine": machine_description(base["device"]),
-              "levels": model.level_sizes, "collab_source": base["collab_source"], "rows": rows}
-    with atomic_write(f"{args.output}.json", "w", encoding="utf-8") as f:
+
+def write_outputs(prefix: str, config, level_sizes: list[int], rows: list[dict]) -> None:
+    result = {"dataset": config["dataset"], "command": " ".join(sys.argv), "machine": machine_description(config["device"]),
+              "levels": level_sizes, "collab_source": config["collab_source"], "rows": rows}
+    with atomic_write(f"{prefix}.json", "w", encoding="utf-8") as f:
         json.dump(result, f, indent=2)
-    with atomic_write(f"{args.output}.md", "w", encoding="utf-8") as f:
-        f.write(f"Command: `{result['command']}`\n\nMachine: {result['machine']}\n\n{table}\n")
-    print(table)
-
+    with atomic_write(f"{prefix}.md", "w", encoding="utf-8") as f:
+        f.write(f"Command: `python {result['command']}`\n\nMachine: {result['machine']}\n\n{markdown(rows)}\n")
 
 if __name__ == "__main__":
     main()
