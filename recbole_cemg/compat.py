@@ -19,6 +19,8 @@ plugin have to care which library versions are installed:
 * RecBole's SINE module calls ``torch.autograd.set_detect_anomaly(True)`` when it is imported, which every lookup of a
   sequential model does: autograd anomaly detection then slows down every training run in the process. It is
   imported here once and anomaly detection switched back off.
+* RecBole's ``ensure_dir`` checks for a folder, then creates it: two processes of one run race, and the slower one
+  fails with FileExistsError. It becomes ``os.makedirs(..., exist_ok=True)``.
 * RecBole wraps every model as ``DistributedDataParallel(model, device_ids=[local_rank])`` in multi-process runs;
   torch refuses ``device_ids`` for a model on the CPU, so CPU processes (gloo) get ``device_ids=None``.
 """
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import warnings
 from typing import Callable, Iterator
 
@@ -127,6 +130,10 @@ def _random_state_with_integers(original: type) -> type:
 Replacement = tuple[object, str, Callable[[Callable], Callable]]
 
 
+def _ensure_dir(dir_path: str) -> None:
+    os.makedirs(dir_path, exist_ok=True)
+
+
 def _data_parallel_on_any_device(original: type) -> Callable:
     def data_parallel(module: torch.nn.Module, device_ids=None, **kwargs):
         on_cpu = all(p.device.type == "cpu" for p in module.parameters())
@@ -192,6 +199,13 @@ def apply() -> None:
     for name in ("evaluate", "resume_checkpoint"):
         setattr(Trainer, name, _during(getattr(Trainer, name), (torch, "load", _trusted_torch_load)))
     trainer_module.DistributedDataParallel = _data_parallel_on_any_device(trainer_module.DistributedDataParallel)
+    import recbole.data.utils
+    import recbole.utils.logger
+    from recbole.data.dataset import dataset as dataset_module
+
+    for module in (recbole.utils, recbole.utils.utils, recbole.utils.logger, recbole.data.utils, dataset_module,
+                   trainer_module):
+        module.ensure_dir = _ensure_dir
     import recbole.model.sequential_recommender  # noqa: F401  (its sine module turns anomaly detection on)
 
     torch.autograd.set_detect_anomaly(False)

@@ -228,3 +228,15 @@ def test_recbole_models_leave_autograd_anomaly_detection_off():
     get_model("SINE")
     get_model("SASRec")
     assert not torch.is_anomaly_enabled()
+
+
+def test_ensure_dir_tolerates_a_folder_made_meanwhile(tmp_path, monkeypatch):
+    """Two processes of one run create the same checkpoint folder; RecBole's check-then-create raced."""
+    import os
+
+    from recbole.trainer import trainer as trainer_module
+
+    (tmp_path / "saved").mkdir()  # made by the other process after this one checked that it was missing
+    monkeypatch.setattr(os.path, "exists", lambda path: False)
+    trainer_module.ensure_dir(str(tmp_path / "saved"))
+    assert (tmp_path / "saved").is_dir()
