@@ -4,6 +4,7 @@
     python run_cemg.py --model=SASRec --dataset=ml-100k --result_file=results/sasrec.json
     python run_cemg.py --dataset=ml-100k --config_files="my.yaml other.yaml" --num_beams=30
     python run_cemg.py --dataset=ml-100k --compare=SASRec,GRU4Rec,CEMG --seeds=2020,2021 --output=results/ml-100k
+    python run_cemg.py --dataset=ml-100k --compare="CEMG,CEMG[fusion=concat],CEMG[modalities=[]]" --output=ablation
     python run_cemg.py --dataset=ml-100k --nproc=2                  # data-parallel over 2 GPUs (or CPU processes)
     python run_cemg.py --dataset=ml-100k --resume=saved/CEMG-<time>.pth   # continue an interrupted run
 
@@ -15,7 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from recbole_cemg.compare import compare_models, markdown_table, summarise, write_outputs
+from recbole_cemg.compare import compare_models, markdown_table, split_models, summarise, write_outputs
 from recbole_cemg.io import atomic_write
 from recbole_cemg.quick_start import run
 
@@ -26,7 +27,8 @@ def main() -> None:
     parser.add_argument("--dataset", "-d", default="ml-100k", help="dataset name (ml-100k ships with RecBole)")
     parser.add_argument("--config_files", default=None, help="config files, separated by spaces")
     parser.add_argument("--result_file", default=None, help="write the results as one JSON object to this path")
-    parser.add_argument("--compare", default=None, help="comma-separated models to train and tabulate one by one")
+    parser.add_argument("--compare", default=None, help="comma-separated models (or variants such as "
+                        "CEMG[fusion=concat]) to train and tabulate one by one")
     parser.add_argument("--seeds", default=None, help="with --compare: comma-separated seeds to repeat each model")
     parser.add_argument("--output", default=None, help="with --compare: prefix of the .json/.csv/.md/.png outputs")
     parser.add_argument("--nproc", type=int, default=1, help="processes on this machine (one per GPU)")
@@ -38,7 +40,7 @@ def main() -> None:
     config_files = args.config_files.split() if args.config_files else None
     if args.compare:
         seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
-        rows = compare_models(args.compare.split(","), args.dataset, config_files, seeds=seeds)
+        rows = compare_models(split_models(args.compare), args.dataset, config_files, seeds=seeds)
         summary = summarise(rows)
         print(markdown_table(summary))
         if args.output:

@@ -18,7 +18,8 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from recbole_cemg.compare import compare_models, markdown_table, summarise, write_outputs  # noqa: E402
+from recbole_cemg.compare import (compare_models, markdown_table, parse_variant, split_models, summarise,  # noqa: E402
+                                  write_outputs)
 
 
 def main() -> None:
@@ -58,11 +59,10 @@ def main() -> None:
     if args.feature_path:
         common["feature_path"] = args.feature_path
     config_files = args.config_files.split() if args.config_files else None
-    models = args.models.split(",")
     rows = []
-    for model in models:
+    for model in split_models(args.models):
         overrides = dict(common)
-        if model == "CEMG":
+        if parse_variant(model)[0] == "CEMG":  # CEMG and its variants, e.g. CEMG[fusion=concat]
             overrides.update(parse(args.cemg_set))
             sasrec = next((r for r in rows if r["model"] == "SASRec" and "error" not in r), None)
             if sasrec and not args.own_collab and "collab_source" not in overrides:

@@ -1,13 +1,17 @@
 """Train several models on the same data, split and protocol, one after another, and tabulate them.
 
-A model that fails is reported in the table with its error and does not stop the others.
+A model that fails is reported in the table with its error and does not stop the others. An entry may also be a
+configuration variant, ``Model[key=value;key=value]`` (values are Python literals), so that ablations sit in the same
+table as the baselines: ``CEMG[fusion=concat]``, ``CEMG[modalities=[];collab_in_fusion=True]``.
 """
 
 from __future__ import annotations
 
+import ast
 import csv
 import json
 import os
+import re
 import statistics
 import traceback
 from logging import getLogger
@@ -17,20 +21,53 @@ from recbole_cemg.io import atomic_write
 from recbole_cemg.quick_start import run_cemg
 
 METRICS = ("recall@5", "ndcg@5", "recall@10", "ndcg@10")
+# Test users whose target item was held out of training (cold_item_ratio), when the runs have them.
+COLD_METRICS = ("recall@10", "ndcg@10")
+
+
+def parse_variant(spec: str) -> tuple[str, dict[str, Any]]:
+    """``"CEMG[fusion=concat;modalities=[]]"`` -> ``("CEMG", {"fusion": "concat", "modalities": []})``."""
+    name, bracket, rest = spec.partition("[")
+    overrides: dict[str, Any] = {}
+    if bracket and not rest.endswith("]"):
+        raise ValueError(f"Model variant '{spec}' must end with ']': write Model[key=value;key=value].")
+    for item in filter(None, (part.strip() for part in rest[:-1].split(";"))):
+        key, equals, value = item.partition("=")
+        if not equals:
+            raise ValueError(f"Model variant '{spec}': '{item}' is not key=value.")
+        overrides[key.strip()] = _literal(value.strip())
+    return name.strip(), overrides
+
+
+def _literal(value: str) -> Any:
+    """A Python literal; a bare word (concat) stays a string, a list of bare words ([text,image]) a list of them."""
+    try:
+        return ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        if value.startswith("[") and value.endswith("]"):
+            return [_literal(v.strip()) for v in value[1:-1].split(",") if v.strip()]
+        return value
+
+
+def split_models(specs: str) -> list[str]:
+    """Split a comma-separated model list, keeping the commas inside a variant's brackets."""
+    return [s.strip() for s in re.split(r",(?![^\[]*\])", specs) if s.strip()]
 
 
 def compare_models(models: list[str], dataset: str, config_file_list: list[str] | None = None,
                    config_dict: dict[str, Any] | None = None, seeds: list[int] | None = None) -> list[dict[str, Any]]:
-    """One result row per model and seed: run_cemg's result, or ``{"error": ...}`` if the run failed."""
+    """One result row per model (or variant, see ``parse_variant``) and seed: run_cemg's result, or
+    ``{"error": ...}`` if the run failed. ``row["model"]`` is the entry as given."""
     rows = []
     for model in models:
         for seed in seeds or [None]:
-            overrides = dict(config_dict or {})
-            if seed is not None:
-                overrides["seed"] = seed
             try:
-                result = run_cemg(model, dataset, config_file_list, overrides)
-                rows.append({"model": model, "seed": seed, **result})
+                name, variant = parse_variant(model)
+                overrides = dict(config_dict or {}, **variant)
+                if seed is not None:
+                    overrides["seed"] = seed
+                result = run_cemg(name, dataset, config_file_list, overrides)
+                rows.append({**result, "model": model, "seed": seed})
             except Exception as error:  # noqa: BLE001 - one failing model must not take down the comparison
                 getLogger().error(f"{model} failed: {error}\n{traceback.format_exc()}")
                 rows.append({"model": model, "seed": seed, "error": f"{type(error).__name__}: {error}"})
@@ -50,6 +87,9 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             continue
         values = {f"test {m}": [float(r["test_result"][m]) for r in ok] for m in METRICS}
         values["valid ndcg@10"] = [float(r["best_valid_result"]["ndcg@10"]) for r in ok]
+        if all(r.get("cold_start", {}).get("test_result") for r in ok):  # run with cold_item_ratio > 0
+            for m in COLD_METRICS:
+                values[f"cold {m}"] = [float(r["cold_start"]["test_result"][m]) for r in ok]
         values["train s"] = [float(r["seconds"]["train"]) for r in ok]
         values["test s"] = [float(r["seconds"]["test"]) for r in ok]
         for key, series in values.items():
@@ -62,7 +102,8 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def markdown_table(summary: list[dict[str, Any]]) -> str:
-    columns = [f"test {m}" for m in METRICS] + ["valid ndcg@10", "train s", "test s"]
+    cold = [f"cold {m}" for m in COLD_METRICS if any(f"cold {m}" in e for e in summary)]
+    columns = [f"test {m}" for m in METRICS] + ["valid ndcg@10"] + cold + ["train s", "test s"]
     lines = ["| model | " + " | ".join(columns) + " | parameters |",
              "|---" * (len(columns) + 2) + "|"]
     for entry in summary:
@@ -71,6 +112,9 @@ def markdown_table(summary: list[dict[str, Any]]) -> str:
             continue
         cells = []
         for column in columns:
+            if column not in entry:
+                cells.append("-")
+                continue
             digits = 1 if column.endswith(" s") else 4
             cell = f"{entry[column]:.{digits}f}"
             if entry["runs"] > 1:

@@ -6,7 +6,7 @@ from recbole.data import create_dataset, data_preparation
 
 from recbole_cemg.config import Config
 from recbole_cemg.data.cold_start import choose_cold_items, cold_target_loader, remove_from_training
-from recbole_cemg.quick_start import run_cemg
+from recbole_cemg.compare import compare_models, markdown_table, summarise
 
 
 def test_choose_cold_items_is_seeded_and_skips_padding():
@@ -42,11 +42,14 @@ def test_cold_items_leave_training_entirely(tiny_run_config):
 
 def test_content_codes_reach_cold_items_where_id_embeddings_cannot(tiny_run_config):
     config_dict = dict(tiny_run_config["config_dict"], cold_item_ratio=0.15)
-    results = {model: run_cemg(model, "tiny", tiny_run_config["config_file_list"], config_dict)
-               for model in ("CEMG", "SASRec")}
+    rows = compare_models(["CEMG", "SASRec"], "tiny", tiny_run_config["config_file_list"], config_dict)
+    results = {row["model"]: row for row in rows}
     for result in results.values():
         assert result["cold_start"]["cold_items"] == 9 and result["cold_start"]["test_users"] > 5
     cemg = results["CEMG"]["cold_start"]["test_result"]["recall@10"]
     sasrec = results["SASRec"]["cold_start"]["test_result"]["recall@10"]
     assert sasrec <= 0.05  # never a training target: its ID embedding is pushed below every trained item
     assert cemg > sasrec + 0.1
+    summary = summarise(rows)  # the comparison table gets the cold-start columns
+    assert {e["model"]: e["cold recall@10"] for e in summary} == {"CEMG": cemg, "SASRec": sasrec}
+    assert "| cold recall@10 | cold ndcg@10 |" in markdown_table(summary).splitlines()[0]

@@ -7,15 +7,30 @@ import sys
 import pytest
 
 import run_hyper
-from recbole_cemg.compare import compare_models, summarise, write_outputs
+from recbole_cemg.compare import compare_models, parse_variant, split_models, summarise, write_outputs
+
+
+def test_variants_parse_into_a_model_and_overrides():
+    assert parse_variant("SASRec") == ("SASRec", {})
+    assert parse_variant("CEMG[fusion=concat; modalities=[]; align_weight=0.5]") == (
+        "CEMG", {"fusion": "concat", "modalities": [], "align_weight": 0.5})
+    assert split_models("SASRec, CEMG[modalities=[text,image];fusion=mean],GRU4Rec") == [
+        "SASRec", "CEMG[modalities=[text,image];fusion=mean]", "GRU4Rec"]
+    assert parse_variant("CEMG[modalities=[text,image]]")[1] == {"modalities": ["text", "image"]}
+    with pytest.raises(ValueError, match="must end with"):
+        parse_variant("CEMG[fusion=concat")
+    with pytest.raises(ValueError, match="not key=value"):
+        parse_variant("CEMG[concat]")
 
 
 def test_comparison_writes_every_output_and_survives_a_failing_model(tiny_run_config, tmp_path):
     overrides = dict(tiny_run_config["config_dict"], epochs=2)
-    rows = compare_models(["SASRec", "NoSuchModel", "GRU4Rec"], "tiny", tiny_run_config["config_file_list"],
+    gru = "GRU4Rec[hidden_size=32;embedding_size=32]"  # a configuration variant is a row of its own
+    rows = compare_models(["SASRec", "NoSuchModel", gru], "tiny", tiny_run_config["config_file_list"],
                           overrides, seeds=[2020, 2021])
-    assert [r["model"] for r in rows] == ["SASRec", "SASRec", "NoSuchModel", "NoSuchModel", "GRU4Rec", "GRU4Rec"]
-    assert [r["seed"] for r in rows[:2]] == [2020, 2021]
+    assert [r["model"] for r in rows] == ["SASRec", "SASRec", "NoSuchModel", "NoSuchModel", gru, gru]
+    assert [r["seed"] for r in rows[:2]] == [2020, 2021] and rows[4]["config"]["model"] == "GRU4Rec"
+    assert rows[4]["config"]["hidden_size"] == 32 and rows[0]["config"]["hidden_size"] == 64
     assert "NoSuchModel" in rows[2]["error"]
     summary = summarise(rows)
     by_model = {e["model"]: e for e in summary}
@@ -29,7 +44,7 @@ def test_comparison_writes_every_output_and_survives_a_failing_model(tiny_run_co
     with open(paths[0], encoding="utf-8") as f:
         assert len(json.load(f)["runs"]) == 6
     with open(paths[1], encoding="utf-8") as f:
-        assert [r["model"] for r in csv.DictReader(f)] == ["SASRec", "NoSuchModel", "GRU4Rec"]
+        assert [r["model"] for r in csv.DictReader(f)] == ["SASRec", "NoSuchModel", gru]
     with open(paths[2], encoding="utf-8") as f:
         table = f.read()
     assert "| SASRec |" in table and "failed: ValueError" in table and "Machine:" in table
