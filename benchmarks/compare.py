@@ -12,14 +12,13 @@ Prints a markdown table and writes .json/.csv/.md/.png with the machine recorded
 from __future__ import annotations
 
 import argparse
-import ast
 import json
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from recbole_cemg.compare import (compare_models, markdown_table, parse_variant, split_models, summarise,  # noqa: E402
-                                  write_outputs)
+from recbole_cemg.compare import (compare_models, literal_value, markdown_table, parse_variant,  # noqa: E402
+                                  split_models, summarise, write_outputs)
 
 
 def main() -> None:
@@ -46,14 +45,7 @@ def main() -> None:
         return
 
     def parse(pairs: list[str]) -> dict:
-        out = {}
-        for pair in pairs:
-            key, value = pair.split("=", 1)
-            try:
-                out[key] = ast.literal_eval(value)
-            except (ValueError, SyntaxError):
-                out[key] = value
-        return out
+        return {key: literal_value(value) for key, value in (pair.split("=", 1) for pair in pairs)}
 
     common = {"data_path": args.data_path, **parse(args.set)}
     if args.feature_path:

@@ -35,17 +35,17 @@ def parse_variant(spec: str) -> tuple[str, dict[str, Any]]:
         key, equals, value = item.partition("=")
         if not equals:
             raise ValueError(f"Model variant '{spec}': '{item}' is not key=value.")
-        overrides[key.strip()] = _literal(value.strip())
+        overrides[key.strip()] = literal_value(value.strip())
     return name.strip(), overrides
 
 
-def _literal(value: str) -> Any:
+def literal_value(value: str) -> Any:
     """A Python literal; a bare word (concat) stays a string, a list of bare words ([text,image]) a list of them."""
     try:
         return ast.literal_eval(value)
     except (ValueError, SyntaxError):
         if value.startswith("[") and value.endswith("]"):
-            return [_literal(v.strip()) for v in value[1:-1].split(",") if v.strip()]
+            return [literal_value(v.strip()) for v in value[1:-1].split(",") if v.strip()]
         return value
 
 
