@@ -208,6 +208,22 @@ def kcore(rows: list[tuple], k: int) -> tuple[list[tuple], int]:
     return rows, rounds
 
 
+def filter_interactions(rows: list[tuple], k: int, summary: dict[str, Any]) -> list[tuple]:
+    """Duplicates removed, iterative k-core, then time order (the last column; stable, so ties keep the file's
+    order). The counts after each step go into ``summary``."""
+    rows = deduplicate(rows)
+    summary["deduplicated"] = counts(rows)
+    logger.info(f"parsed {summary['parsed']}; {summary['parsed']['interactions'] - len(rows)} duplicate "
+                "(user, item, timestamp) interactions removed")
+    rows, rounds = kcore(rows, k)
+    summary["kcore_rounds"] = rounds
+    summary["after_kcore"] = counts(rows)
+    logger.info(f"{k}-core after {rounds} round(s): {summary['after_kcore']}")
+    if not rows:
+        raise ConvertError(f"No interaction is left after {k}-core filtering; lower --kcore.")
+    return sorted(rows, key=lambda row: row[-1])
+
+
 def counts(rows: list[tuple]) -> dict:
     return {"interactions": len(rows), "users": len({r[0] for r in rows}), "items": len({r[1] for r in rows})}
 
@@ -336,17 +352,7 @@ def convert(reviews: str, meta: str | None, out: str, name: str | None, fmt: str
         raise ConvertError(f"{reviews}: no usable interaction ({review_report['count']} malformed lines).")
     summary: dict[str, Any] = {"format": fmt, "category": category, "name": name, "kcore": k,
                                "reviews": reviews, "meta": meta, "parsed": counts(rows)}
-    rows = deduplicate(rows)
-    summary["deduplicated"] = counts(rows)
-    logger.info(f"parsed {summary['parsed']}; {summary['parsed']['interactions'] - len(rows)} duplicate "
-                "(user, item, timestamp) interactions removed")
-    rows, rounds = kcore(rows, k)
-    summary["kcore_rounds"] = rounds
-    summary["after_kcore"] = counts(rows)
-    logger.info(f"{k}-core after {rounds} round(s): {summary['after_kcore']}")
-    if not rows:
-        raise ConvertError(f"No interaction is left after {k}-core filtering; lower --kcore.")
-    rows = sorted(rows, key=lambda row: row[3])  # stable: ties keep the file's order
+    rows = filter_interactions(rows, k, summary)
 
     items = list(dict.fromkeys(row[1] for row in rows))
     if os.path.isfile(meta):

@@ -62,7 +62,7 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing the plugin
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling scripts
 from convert_amazon import (MAX_LISTED_MALFORMED, ConvertError, Malformed, clean_text, clean_token,  # noqa: E402
-                            counts, deduplicate, format_float, kcore, open_text, write_tsv)
+                            counts, filter_interactions, format_float, open_text, write_tsv)
 from download_images import IMAGE_EXTENSIONS, decode, existing_image, file_stem  # noqa: E402
 
 from recbole_cemg.io import atomic_write  # noqa: E402
@@ -342,18 +342,8 @@ def convert(args: argparse.Namespace) -> dict:
                                            "time_format": args.time_format if args.time_col else "file order"},
                                "items": args.items, "item_text_cols": text_cols, "images": args.images,
                                "parsed": counts(rows)}
-    rows = deduplicate(rows)
-    summary["deduplicated"] = counts(rows)
-    logger.info(f"parsed {summary['parsed']}; {inter_report['count']} malformed rows; "
-                f"{summary['parsed']['interactions'] - len(rows)} duplicate (user, item, timestamp) interactions "
-                "removed")
-    rows, rounds = kcore(rows, k)
-    summary["kcore_rounds"] = rounds
-    summary["after_kcore"] = counts(rows)
-    logger.info(f"{k}-core after {rounds} round(s): {summary['after_kcore']}")
-    if not rows:
-        raise ConvertError(f"No interaction is left after {k}-core filtering; lower --kcore.")
-    rows = sorted(rows, key=lambda row: row[2])  # stable: ties keep the file's order
+    logger.info(f"{inter_report['count']} malformed rows")
+    rows = filter_interactions(rows, k, summary)
     items = list(dict.fromkeys(row[1] for row in rows))
 
     item_meta: dict[str, list[str]] = {}
