@@ -12,19 +12,19 @@ Prints a markdown table and writes .json/.csv/.md/.png with the machine recorded
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from recbole_cemg.compare import (compare_models, literal_value, markdown_table, parse_variant,  # noqa: E402
-                                  split_models, summarise, write_outputs)
+from recbole_cemg.compare import (compare_models, literal_value, load_runs, markdown_table,  # noqa: E402
+                                  parse_variant, split_models, summarise, write_outputs)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--merge", nargs="*", default=None,
-                        help="instead of running: merge the .json results of earlier runs (prefixes) into --output")
+                        help="instead of running: merge earlier results into --output: comparison outputs (their "
+                             "prefix or .json) or result files of single runs (run_cemg.py --result_file)")
     parser.add_argument("--dataset")
     parser.add_argument("--data_path")
     parser.add_argument("--feature_path", default=None)
@@ -37,11 +37,7 @@ def main() -> None:
     args = parser.parse_args()
     sys.argv = sys.argv[:1]  # RecBole's Config must not read this script's arguments
     if args.merge is not None:
-        rows = []
-        for prefix in args.merge:
-            with open(f"{prefix}.json", encoding="utf-8") as f:
-                rows += json.load(f)["runs"]
-        report(rows, args.output)
+        report([row for path in args.merge for row in load_runs(path)], args.output)
         return
 
     def parse(pairs: list[str]) -> dict:

@@ -1,18 +1,69 @@
 #!/usr/bin/env bash
-# The Beauty benchmark as run on the lent GPU machine (see benchmarks/README.md). Expects, in the repo root:
-#   .whl/      wheels of recbole==1.2.1 colorlog==4.7.2 texttable thop (the GPU image lacks them)
-#   .devrun/data/Beauty/  Beauty.inter, Beauty.item and Beauty.text.npz (dataset_scripts/encode_text.py)
-# and writes its results under $OUT (or benchmarks/results/ when OUT is unset).
+# The Beauty benchmark on one GPU (benchmarks/README.md), every seed side by side on the one card.
+#
+#   bash benchmarks/gpu_beauty.sh baselines   # SASRec-CE (RecBole's defaults) and GRU4Rec-CE per seed
+#   bash benchmarks/gpu_beauty.sh cemg        # CEMG per seed, reading that seed's SASRec checkpoint as its
+#                                             # collaborative source (pure generative row + score-fusion row)
+#   bash benchmarks/gpu_beauty.sh all         # both, one after the other
+#
+# Expects in the repo root: .devrun/data/Beauty/ (Beauty.inter, Beauty.item, Beauty.text.npz: see the README) and,
+# on a machine without RecBole, .whl/ with wheels of recbole==1.2.1 colorlog==4.7.2 colorama texttable thop.
+# The cemg phase reads the SASRec checkpoints from $CKPT (default: $OUT) as sasrec-<seed>.pth.
+# Writes result files, checkpoints and a tarball of the logs under $OUT (default benchmarks/results/beauty-gpu).
 set -uo pipefail
-OUT=${OUT:-benchmarks/results}
-mkdir -p "$OUT" /tmp/bench
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
-nvidia-smi --query-gpu=name,memory.total --format=csv | tee "$OUT/gpu.txt"
-COMMON=(--dataset=Beauty --data_path=.devrun/data --feature_path=.devrun/data/Beauty
-        --set checkpoint_dir=/tmp/saved show_progress=False epochs=60 stopping_step=5 eval_batch_size=1024)
-timeout 500 python3 benchmarks/compare.py "${COMMON[@]}" --models=GRU4Rec --output=/tmp/bench/beauty-gru4rec > "$OUT/gru4rec.log" 2>&1 &
-timeout 500 python3 benchmarks/compare.py "${COMMON[@]}" --models=SASRec,CEMG --output=/tmp/bench/beauty-sasrec-cemg \
-    --cemg_set epochs=30 eval_step=2 eval_batch_size=512 tokenizer_epochs=300 > "$OUT/sasrec-cemg.log" 2>&1
-wait
-python3 benchmarks/compare.py --merge /tmp/bench/beauty-sasrec-cemg /tmp/bench/beauty-gru4rec --output="$OUT/beauty"
+PHASE=${1:-all}
+OUT=${OUT:-benchmarks/results/beauty-gpu}
+CKPT=${CKPT:-$OUT}
+SEEDS=${SEEDS:-"2020 2021 2022"}
+CEMG_ARGS=${CEMG_ARGS:-}   # extra --key=value for CEMG
+DATASET=${DATASET:-Beauty} DATA=${DATA:-.devrun/data} EXTRA=${EXTRA:-}   # EXTRA: --key=value for every run
+mkdir -p "$OUT" /tmp/bench/logs
+if ! python3 -c "import recbole" 2>/dev/null; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+        || exit 1
+    export PYTHONPATH=/tmp/site
+fi
+export PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$PWD PYTHONUNBUFFERED=1
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader > /tmp/bench/logs/gpu.txt 2>&1
+COMMON=(--dataset="$DATASET" --data_path="$DATA" --feature_path="$DATA/$DATASET" --show_progress=False
+        --eval_batch_size=4096 $EXTRA)
+
+# The logs leave the machine as one file, refreshed while the runs go on (a run cut short keeps its log).
+(while sleep 20; do tar -czf /tmp/bench/logs.tgz -C /tmp/bench logs && mv /tmp/bench/logs.tgz "$OUT/logs.tgz"; done) &
+TARRING=$!
+
+baselines() {
+    local seed=$1
+    python3 run_cemg.py --model=SASRec "${COMMON[@]}" --seed="$seed" --checkpoint_dir="/tmp/saved/sasrec-$seed" \
+        --result_file="$OUT/sasrec-$seed.json" > "/tmp/bench/logs/sasrec-$seed.log" 2>&1
+    # weights and config only (no optimizer state): CEMG's collaborative source for this seed
+    python3 -c "import sys, torch; c = torch.load(sys.argv[1], weights_only=False, map_location='cpu');
+torch.save({'config': c['config'], 'state_dict': c['state_dict']}, sys.argv[2])" \
+        "$(ls /tmp/saved/sasrec-"$seed"/SASRec-*.pth | grep -v resume | head -1)" "$OUT/sasrec-$seed.pth"
+}
+
+gru4rec() {
+    python3 run_cemg.py --model=GRU4Rec "${COMMON[@]}" --seed="$1" --checkpoint_dir=/tmp/saved/gru4rec \
+        --result_file="$OUT/gru4rec-$1.json" > "/tmp/bench/logs/gru4rec-$1.log" 2>&1
+}
+
+cemg() {
+    local seed=$1
+    python3 run_cemg.py --model=CEMG "${COMMON[@]}" --seed="$seed" --collab_source="$CKPT/sasrec-$seed.pth" \
+        --checkpoint_dir="/tmp/saved/cemg-$seed" --result_file="$OUT/cemg-$seed.json" $CEMG_ARGS \
+        > "/tmp/bench/logs/cemg-$seed.log" 2>&1
+}
+
+[ "$PHASE" = cemg ] || gru4rec "${SEEDS%% *}" &   # a second baseline, one seed
+for seed in $SEEDS; do
+    case $PHASE in
+        baselines) baselines "$seed" & ;;
+        cemg) cemg "$seed" & ;;
+        all) (baselines "$seed"; cemg "$seed") & ;;
+    esac
+done
+wait $(jobs -p | grep -v "^$TARRING$")
+kill $TARRING
+tar -czf "$OUT/logs.tgz" -C /tmp/bench logs
+# the table for the log; at home: python benchmarks/compare.py --merge <results>/*-*.json --output=<prefix>
+python3 benchmarks/compare.py --merge "$OUT"/*-*.json --output=/tmp/bench/beauty | tail -n 12

@@ -77,6 +77,7 @@ def compare_models(models: list[str], dataset: str, config_file_list: list[str] 
 def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Mean and standard deviation over seeds of each model's test metrics, valid NDCG@10 and seconds."""
     summary = []
+    rows = rows + [fusion_row(r) for r in rows if r.get("score_fusion")]
     for model in dict.fromkeys(r["model"] for r in rows):
         runs = [r for r in rows if r["model"] == model]
         ok = [r for r in runs if "error" not in r]
@@ -99,6 +100,21 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         entry["machine"] = ok[0]["machine"]
         summary.append(entry)
     return summary
+
+
+def load_runs(path: str) -> list[dict[str, Any]]:
+    """The runs of a comparison output (``prefix`` or ``prefix.json``) or of one run's result file."""
+    path = path if path.endswith(".json") else f"{path}.json"
+    with open(path, encoding="utf-8") as f:
+        content = json.load(f)
+    return content["runs"] if "runs" in content else [content]
+
+
+def fusion_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A score-fusion result as a row of its own, beside the pure generative row of the same run."""
+    fusion = row["score_fusion"]
+    return {**row, "model": f"{row['model']} + collab score", "best_valid_result": fusion["best_valid_result"],
+            "test_result": fusion["test_result"]}
 
 
 def markdown_table(summary: list[dict[str, Any]]) -> str:

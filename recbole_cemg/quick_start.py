@@ -92,6 +92,9 @@ def run_cemg(model: str | None = None, dataset: str | None = None, config_file_l
     stats = getattr(model_instance, "decoding_stats", None)
     if stats is not None:
         result["decoding"] = stats.as_dict()
+    fusion = trainer.score_fusion(valid_data, test_data) if hasattr(trainer, "score_fusion") else None
+    if fusion is not None:
+        result["score_fusion"] = fusion
     if cold is not None:
         loader = cold_target_loader(config, test_data, cold)
         cold_result = trainer.evaluate(loader, load_best_model=False) if loader is not None else None

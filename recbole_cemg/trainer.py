@@ -103,8 +103,11 @@ class CEMGTrainer(ResumableTraining, DistributedEvaluation, Trainer):
         elif kind == "checkpoint":
             embeddings = load_checkpoint_embeddings(source, dataset.item_num)
         else:
-            embeddings = train_collaborative_model(self.config, train_data, valid_data, show_progress,
-                                                   self.artifact(".collab.pth"), self.resuming)
+            collab = train_collaborative_model(self.config, train_data, valid_data, show_progress,
+                                               self.artifact(".collab.pth"), self.resuming)
+            embeddings = collab.item_embedding.weight.detach()[: dataset.item_num].float().cpu()
+            if model.collab_model is not None:
+                model.collab_model.load_state_dict(collab.state_dict())
         embeddings = map_cold_items(embeddings, known.clone(), model.content)
         model.collab_embeddings.copy_(embeddings.to(model.collab_embeddings.device))
 
@@ -121,6 +124,27 @@ class CEMGTrainer(ResumableTraining, DistributedEvaluation, Trainer):
                 self.model.generator.model.save_pretrained(folder, save_embedding_layers=False)
         if verbose:
             self.logger.info(set_color("Saving current", "blue") + f": {path}")
+
+    def score_fusion(self, valid_data, test_data) -> dict | None:
+        """Score fusion: try each weight of ``score_fusion_weights`` for the collaborative model's log-probability
+        on the validation split, keep the best by the valid metric (weight 0 is the pure generative ranker), and
+        test with it. Runs on the loaded best model; leaves the model pure (weight 0) afterwards."""
+        weights = [float(w) for w in self.config["score_fusion_weights"]]
+        if not any(weights):
+            return None
+        metric = self.config["valid_metric"].lower()
+        valid = {}
+        for weight in weights:
+            self.model.collab_score_weight = weight
+            valid[weight] = self.evaluate(valid_data, load_best_model=False)
+            self.logger.info(f"score fusion: weight {weight} valid {metric} {valid[weight][metric]:.4f}")
+        best = max(weights, key=lambda w: valid[w][metric])
+        self.model.collab_score_weight = best
+        test = self.evaluate(test_data, load_best_model=False)
+        self.model.collab_score_weight = 0.0
+        self.logger.info(set_color("score fusion", "yellow") + f": weight {best} (chosen on valid), test {test}")
+        return {"weight": best, "valid_by_weight": {str(w): float(r[metric]) for w, r in valid.items()},
+                "best_valid_result": dict(valid[best]), "test_result": dict(test)}
 
     @torch.no_grad()
     def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):

@@ -23,10 +23,11 @@ from torch.distributed import ReduceOp
 from recbole_cemg.data.features import load_modalities
 from recbole_cemg.distributed import all_reduce
 from recbole_cemg.io import atomic_write
-from recbole_cemg.model.collaborative import collaborative_dim
+from recbole_cemg.model.collaborative import build_collaborative_model, collaborative_dim
 from recbole_cemg.model.decoding import CodeTrie, constrained_beam_search
 from recbole_cemg.model.fusion import FUSION_MODES
 from recbole_cemg.model.generator import CodeGenerator
+from recbole_cemg.model.item_generator import CODE_LOSSES, ItemLevelGenerator
 from recbole_cemg.model.tokenizer import (ItemTokenizer, TokenizerInputs, TokenizerReport, code_usage, deduplicate,
                                           unique_rows)
 
@@ -55,9 +56,20 @@ class CEMG(SequentialRecommender):
             config["rqvae_latent_dim"], config["codebook_levels"], config["codebook_size"], config["fusion"],
             config["fusion_guidance"], config["rqvae_beta"], config["align_weight"], config["align_temperature"],
             config["rqvae_dropout"])
-        self.generator = CodeGenerator(
-            self.level_sizes, config["MAX_ITEM_LIST_LENGTH"], config["llm_path"], config["llm_config"],
-            config["lora"], config["prompt"] or "", config["prompt_suffix"] or "", generator_dtype(config))
+        self.item_level = config["generator_input"] == "items"
+        if self.item_level:
+            self.generator = ItemLevelGenerator(
+                self.level_sizes, collab_dim, config["MAX_ITEM_LIST_LENGTH"], config["llm_path"],
+                config["llm_config"], config["lora"], generator_dtype(config), config["generator_dropout"],
+                config["code_loss"])
+        else:
+            self.generator = CodeGenerator(
+                self.level_sizes, config["MAX_ITEM_LIST_LENGTH"], config["llm_path"], config["llm_config"],
+                config["lora"], config["prompt"] or "", config["prompt_suffix"] or "", generator_dtype(config))
+        # Score fusion: the stage-1 model's own next-item log-probability, added with a weight chosen on the
+        # validation split (CEMGTrainer.score_fusion); weight 0 is the pure generative ranker.
+        self.collab_model = build_collaborative_model(config, dataset) if any(config["score_fusion_weights"]) else None
+        self.collab_score_weight = 0.0
 
         self.register_buffer("collab_embeddings", torch.zeros(self.n_items, collab_dim))
         self.register_buffer("item_codes", torch.zeros(self.n_items, len(self.level_sizes), dtype=torch.long))
@@ -132,11 +144,35 @@ class CEMG(SequentialRecommender):
             self.tokenizer_report = TokenizerReport(**table["report"])
 
     # ------------------------------------------------------------------------------------------ RecBole contract
+    def _item_states(self, items: torch.Tensor) -> torch.Tensor:
+        """Item-level generator: the state after each item of right-padded item sequences ``[batch, length]``."""
+        return self.generator.states(self.item_codes[items], self.collab_embeddings[items])
+
+    def _last_states(self, interaction) -> torch.Tensor:
+        states = self._item_states(interaction[self.ITEM_SEQ])
+        return states[torch.arange(len(states), device=states.device), interaction[self.ITEM_SEQ_LEN] - 1]
+
+    def _item_level_loss(self, interaction) -> torch.Tensor:
+        """Next-item loss at the last position of each history, or with ``train_all_positions`` at every position
+        of the window ``history + target`` (SASRec-style: one pass trains every prefix)."""
+        if not self.config["train_all_positions"]:
+            return self.generator.loss(self._last_states(interaction), interaction[self.POS_ITEM_ID],
+                                       self.item_codes)
+        history, lengths = interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN]
+        window = torch.cat([history, torch.zeros_like(history[:, :1])], dim=1)
+        window[torch.arange(len(lengths), device=lengths.device), lengths] = interaction[self.POS_ITEM_ID]
+        states = self._item_states(window[:, :-1])
+        targets = window[:, 1:]
+        predicted = targets > 0
+        return self.generator.loss(states[predicted], targets[predicted], self.item_codes)
+
     def _history(self, interaction) -> tuple[torch.Tensor, torch.Tensor]:
         history = self.generator.code_tokens(self.item_codes[interaction[self.ITEM_SEQ]])
         return history, interaction[self.ITEM_SEQ_LEN]
 
     def calculate_loss(self, interaction) -> torch.Tensor:
+        if self.item_level:
+            return self._item_level_loss(interaction)
         history, lengths = self._history(interaction)
         target = self.generator.code_tokens(self.item_codes[interaction[self.POS_ITEM_ID]])
         if not self.config["train_all_positions"]:
@@ -147,12 +183,27 @@ class CEMG(SequentialRecommender):
 
     def predict(self, interaction) -> torch.Tensor:
         """Teacher-forced log-probability of the given item's code tuple."""
+        if self.item_level:
+            scores = self.full_sort_predict(interaction)
+            return scores.gather(1, interaction[self.ITEM_ID].unsqueeze(1)).squeeze(1)
         history, lengths = self._history(interaction)
         target = self.generator.code_tokens(self.item_codes[interaction[self.ITEM_ID]])
         return self.generator.target_log_probs(history, lengths, target).sum(-1)
 
     def full_sort_predict(self, interaction) -> torch.Tensor:
-        """Beam items get their log-probability; all others rank below them in a fixed order."""
+        """Item-level generator: every item's exact log-probability (plus the weighted collaborative
+        log-probability under score fusion). Token-level generator: beam items get their log-probability; all
+        others rank below them in a fixed order."""
+        if self.item_level:
+            start = time.perf_counter()
+            scores = self.generator.item_log_probs(self._last_states(interaction), self.item_codes)
+            if self.collab_score_weight:
+                collab = self.collab_model.full_sort_predict(interaction).float()
+                collab[:, 0] = float("-inf")
+                scores = scores + self.collab_score_weight * torch.log_softmax(collab, dim=-1)
+            self.decoding_stats.add(scores.topk(self.num_beams, dim=1).indices, self.n_items,
+                                    time.perf_counter() - start)
+            return scores
         history, lengths = self._history(interaction)
         start = time.perf_counter()
         items, scores = constrained_beam_search(self.generator, self.trie, history, lengths, self.num_beams)
@@ -269,3 +320,14 @@ def validate_config(config) -> None:
          "training on all positions cannot place a `prompt_suffix`; set train_all_positions: False.")
     need(isinstance(config["train_stride"], int) and config["train_stride"] >= 1, "train_stride", "must be >= 1.")
     need(config["llm_dtype"] in ("float32", "bfloat16"), "llm_dtype", "choose float32 or bfloat16.")
+    need(config["generator_input"] in ("tokens", "items"), "generator_input", "choose tokens or items.")
+    need(config["code_loss"] in CODE_LOSSES, "code_loss", f"choose one of {CODE_LOSSES}.")
+    need(0.0 <= config["generator_dropout"] < 1.0, "generator_dropout", "must be in [0, 1).")
+    fusion = config["score_fusion_weights"]
+    need(isinstance(fusion, list) and all(isinstance(w, (int, float)) and w >= 0 for w in fusion),
+         "score_fusion_weights", "a list of weights >= 0, e.g. [0, 0.5, 1, 2]; [] for none.")
+    if any(fusion):
+        need(config["generator_input"] == "items", "score_fusion_weights", "score fusion needs the item-level "
+             "generator (generator_input: items), which scores every item.")
+        need(not config["collab_source"].endswith(".npz"), "score_fusion_weights", "score fusion needs the "
+             "collaborative model itself: a RecBole model name or checkpoint (.pth) as `collab_source`.")

@@ -91,11 +91,32 @@ def collaborative_dim(config) -> int:
     return int(dim)
 
 
+def build_collaborative_model(config, dataset) -> torch.nn.Module | None:
+    """The collaborative model itself, frozen, for score fusion: ``collab_source``'s architecture (trained in stage 1,
+    which copies its weights in) or the model of a RecBole checkpoint with its weights; None for a feature file."""
+    from recbole_cemg.data.features import resolve_path
+    from recbole_cemg.utils import get_model
+
+    source = config["collab_source"]
+    kind = source_kind(source)
+    if kind == "features":
+        return None
+    if kind == "model":
+        sub = collaborative_config(config)
+        model = get_model(sub["model"])(sub, dataset)
+    else:
+        checkpoint = torch.load(resolve_path(source), map_location="cpu", weights_only=False)
+        sub = checkpoint["config"]
+        sub.final_config_dict["device"] = config["device"]
+        model = get_model(sub["model"])(sub, dataset)
+        model.load_state_dict(checkpoint["state_dict"])
+    return model.requires_grad_(False)
+
+
 def train_collaborative_model(config, train_data, valid_data, show_progress: bool, checkpoint_file: str,
-                              resume: bool = False) -> torch.Tensor:
+                              resume: bool = False) -> torch.nn.Module:
     """Train ``collab_source`` on the training split (early stopping on the valid metric, best model saved to
-    ``checkpoint_file``; continued from its last epoch when the run resumes) and return its item embedding table
-    ``[items, dim]``."""
+    ``checkpoint_file``; continued from its last epoch when the run resumes) and return the best model."""
     from recbole.utils import init_seed
 
     from recbole_cemg.distributed import barrier
@@ -113,7 +134,7 @@ def train_collaborative_model(config, train_data, valid_data, show_progress: boo
     barrier(sub)  # the first process writes the best model
     best = torch.load(trainer.saved_model_file, map_location=sub["device"], weights_only=False)
     model.load_state_dict(best["state_dict"])
-    return model.item_embedding.weight.detach()[: train_data._dataset.item_num].float().cpu()
+    return model
 
 
 def map_cold_items(embeddings: torch.Tensor, warm: torch.Tensor, content: list[AlignedFeatures],

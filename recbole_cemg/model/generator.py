@@ -121,28 +121,58 @@ class CodeGenerator(nn.Module):
         return {name for name, p in self.named_parameters() if p.requires_grad}
 
 
-def _build_from_config(llm_config: dict[str, Any], vocab_size: int, max_positions: int) -> nn.Module:
-    from transformers import AutoConfig, AutoModelForCausalLM
+def build_backbone(llm_path: str | None, llm_config: dict[str, Any] | None, lora: dict[str, Any] | None,
+                   dtype: torch.dtype, max_positions: int) -> nn.Module:
+    """A transformer without language-model head that reads vectors (``inputs_embeds``), for the item-level
+    generator: pretrained from ``llm_path`` (with LoRA adapters when ``lora`` is set) or built from ``llm_config``."""
+    if not llm_path:
+        return _build_from_config(llm_config or {}, SCRATCH_SPECIAL_TOKENS, max_positions, head=False)
+    from transformers import AutoModel
+
+    path = _checked_path(llm_path)
+    try:
+        model = AutoModel.from_pretrained(path, dtype=dtype)
+    except OSError as error:
+        raise OSError(f"Could not load the model from `llm_path` '{path}': {error}") from error
+    if lora:
+        from peft import LoraConfig, get_peft_model
+
+        model = get_peft_model(model, LoraConfig(task_type="FEATURE_EXTRACTION", **_lora_settings(lora)))
+    return model
+
+
+def _build_from_config(llm_config: dict[str, Any], vocab_size: int, max_positions: int,
+                       head: bool = True) -> nn.Module:
+    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
     settings = dict(llm_config)
     model_type = settings.pop("model_type", "llama")
     settings.setdefault("max_position_embeddings", max_positions)
     if settings["max_position_embeddings"] < max_positions:
         raise ValueError(f"`llm_config.max_position_embeddings` ({settings['max_position_embeddings']}) is shorter "
-                         f"than the longest input ({max_positions} tokens).")
+                         f"than the longest input ({max_positions} positions).")
     config = AutoConfig.for_model(model_type, vocab_size=vocab_size, pad_token_id=PAD, bos_token_id=BOS,
                                   eos_token_id=None, **settings)
-    return AutoModelForCausalLM.from_config(config)
+    return (AutoModelForCausalLM if head else AutoModel).from_config(config)
+
+
+def _checked_path(llm_path: str) -> str:
+    llm_path = os.path.expanduser(llm_path)
+    if llm_path.startswith((".", "/")) and not os.path.isdir(llm_path):  # a path, not a hub name
+        raise FileNotFoundError(f"`llm_path` '{llm_path}' is not a folder. Give a local model folder or a hub name "
+                                "such as Qwen/Qwen2.5-0.5B (hub names need network access).")
+    return llm_path
+
+
+def _lora_settings(lora: dict[str, Any]) -> dict[str, Any]:
+    return {"r": 8, "lora_alpha": 16, "lora_dropout": 0.05, "target_modules": "all-linear", **lora}
 
 
 def _load_pretrained(llm_path: str, level_sizes: list[int], prompt: str, prompt_suffix: str,
                      dtype: torch.dtype) -> tuple[nn.Module, int, list[int], list[int]]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    llm_path = os.path.expanduser(llm_path)
-    if llm_path.startswith((".", "/")) and not os.path.isdir(llm_path):  # a path, not a hub name
-        raise FileNotFoundError(f"`llm_path` '{llm_path}' is not a folder. Give a local model folder or a hub name "
-                                "such as Qwen/Qwen2.5-0.5B (hub names need network access).")
+    llm_path = _checked_path(llm_path)
     try:
         tokenizer = AutoTokenizer.from_pretrained(llm_path)
         model = AutoModelForCausalLM.from_pretrained(llm_path, dtype=dtype)
@@ -175,6 +205,5 @@ def _wrap_lora(model: nn.Module, lora: dict[str, Any], code_token_ids: range) ->
     output = model.get_output_embeddings()
     if output is not None and output.weight is not model.get_input_embeddings().weight:
         trainable_rows[names[output].rsplit(".", 1)[-1]] = ids
-    settings = {"r": 8, "lora_alpha": 16, "lora_dropout": 0.05, "target_modules": "all-linear"}
-    settings.update(lora)
-    return get_peft_model(model, LoraConfig(task_type="CAUSAL_LM", trainable_token_indices=trainable_rows, **settings))
+    return get_peft_model(model, LoraConfig(task_type="CAUSAL_LM", trainable_token_indices=trainable_rows,
+                                            **_lora_settings(lora)))

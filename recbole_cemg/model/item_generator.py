@@ -1,0 +1,80 @@
+"""Item-level generator: one position per history item, one head per code level, every item scored exactly.
+
+The token-level generator (``generator.py``) reads L code tokens per history item and writes the next item's codes
+token by token, so ranking needs a beam search in which a wrong first code loses the rest. Here each history item is
+one input vector (the sum of its code embeddings plus its projected collaborative embedding), a Hugging Face
+transformer backbone (built from a config, or pretrained + LoRA) reads the sequence, and head ``l`` turns the state
+into logits over the codes of level ``l``. An item's score is the sum of its codes' logits: a gather from one
+``[levels, codes]`` table per user, so every item is ranked exactly, without beams (as in RPG).
+
+Two likelihoods of the next item's code tuple share that one scoring function (``code_loss``):
+
+- ``levels``: each level is a softmax over its K codes, ``log P(c) = sum_l log p_l(c_l)`` (RPG's parallel heads);
+- ``items``: the summed logits normalised over the code tuples that exist, i.e. maximum likelihood of the next
+  item's tuple among the valid ones.
+
+Both rank a user's items by the same sum of code logits; they differ in what training pushes down.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from recbole_cemg.model.generator import build_backbone
+
+CODE_LOSSES = ("levels", "items")
+
+
+class ItemLevelGenerator(nn.Module):
+    def __init__(self, level_sizes: list[int], collab_dim: int, max_history_items: int,
+                 llm_path: str | None = None, llm_config: dict[str, Any] | None = None,
+                 lora: dict[str, Any] | None = None, dtype: torch.dtype = torch.float32, dropout: float = 0.1,
+                 code_loss: str = "items") -> None:
+        super().__init__()
+        self.backbone = build_backbone(llm_path, llm_config, lora, dtype, max_positions=max_history_items + 1)
+        hidden = self.backbone.config.hidden_size
+        self.dtype = dtype
+        self.code_loss = code_loss
+        self.code_embeddings = nn.ModuleList(nn.Embedding(size, hidden) for size in level_sizes)
+        self.collab_projection = nn.Linear(collab_dim, hidden)
+        self.input_norm = nn.LayerNorm(hidden)
+        self.dropout = nn.Dropout(dropout)
+        self.heads = nn.ModuleList(nn.Linear(hidden, hidden) for _ in level_sizes)
+        for table in self.code_embeddings:
+            nn.init.normal_(table.weight, std=hidden ** -0.5)
+
+    def item_vectors(self, codes: torch.Tensor) -> torch.Tensor:
+        """``[..., levels]`` codes -> ``[..., levels * hidden]``: the item's code embeddings side by side."""
+        return torch.cat([table(codes[..., level]) for level, table in enumerate(self.code_embeddings)], dim=-1)
+
+    def states(self, codes: torch.Tensor, collab: torch.Tensor) -> torch.Tensor:
+        """Right-padded histories (``codes [batch, items, levels]``, ``collab [batch, items, dim]``) -> the state
+        after each item ``[batch, items, hidden]``. Causal attention never looks right, so padding after the last
+        real item changes nothing before it and needs no mask."""
+        inputs = sum(table(codes[..., level]) for level, table in enumerate(self.code_embeddings))
+        inputs = self.dropout(self.input_norm(inputs + self.collab_projection(collab)))
+        positions = torch.arange(codes.shape[1], device=codes.device).unsqueeze(0).expand(codes.shape[0], -1)
+        out = self.backbone(inputs_embeds=inputs.to(self.dtype), position_ids=positions)
+        return self.dropout(out.last_hidden_state.float())
+
+    def item_log_probs(self, states: torch.Tensor, item_codes: torch.Tensor) -> torch.Tensor:
+        """Log-probability of every item's code tuple (``item_codes [items, levels]``, row 0 the padding item)
+        after each state ``[..., hidden]`` -> ``[..., items]``; the padding item gets -inf."""
+        queries = [head(states) for head in self.heads]
+        scores = torch.cat(queries, dim=-1) @ self.item_vectors(item_codes).T
+        scores[..., 0] = float("-inf")
+        if self.code_loss == "levels":
+            return scores - sum(torch.logsumexp(q @ table.weight.T, dim=-1, keepdim=True)
+                                for q, table in zip(queries, self.code_embeddings))
+        return torch.log_softmax(scores, dim=-1)
+
+    def loss(self, states: torch.Tensor, targets: torch.Tensor, item_codes: torch.Tensor) -> torch.Tensor:
+        """Mean negative log-likelihood of the target items' code tuples (``states [n, hidden]``, ``targets [n]``)."""
+        return F.nll_loss(self.item_log_probs(states, item_codes), targets)
+
+    def trainable_state_names(self) -> set[str]:
+        return {name for name, p in self.named_parameters() if p.requires_grad}
