@@ -6,6 +6,8 @@
 #                                             # collaborative source (pure generative row + score-fusion row)
 #   bash benchmarks/gpu_beauty.sh all         # both, one after the other
 #
+# VARIANTS="CEMG[code_loss=levels]|CEMG[joint_weight=0.1]" adds configuration variants (comparison syntax) to the
+# cemg phase, for the first seed only, as rows of their own.
 # Expects in the repo root: .devrun/data/Beauty/ (Beauty.inter, Beauty.item, Beauty.text.npz: see the README) and,
 # on a machine without RecBole, .whl/ with wheels of recbole==1.2.1 colorlog==4.7.2 colorama texttable thop.
 # The cemg phase reads the SASRec checkpoints from $CKPT (default: $OUT) as sasrec-<seed>.pth.
@@ -16,7 +18,9 @@ OUT=${OUT:-benchmarks/results/beauty-gpu}
 CKPT=${CKPT:-$OUT}
 SEEDS=${SEEDS:-"2020 2021 2022"}
 CEMG_ARGS=${CEMG_ARGS:-}   # extra --key=value for CEMG
+VARIANT_SET=${VARIANT_SET:-}   # the same as key=value pairs, for the variants
 DATASET=${DATASET:-Beauty} DATA=${DATA:-.devrun/data} EXTRA=${EXTRA:-}   # EXTRA: --key=value for every run
+CONFIG_FILES=${CONFIG_FILES:-}   # config files for every run
 mkdir -p "$OUT" /tmp/bench/logs
 if ! python3 -c "import recbole" 2>/dev/null; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
@@ -26,7 +30,7 @@ fi
 export PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$PWD PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader > /tmp/bench/logs/gpu.txt 2>&1
 COMMON=(--dataset="$DATASET" --data_path="$DATA" --feature_path="$DATA/$DATASET" --show_progress=False
-        --eval_batch_size=4096 $EXTRA)
+        --eval_batch_size=4096 ${CONFIG_FILES:+--config_files="$CONFIG_FILES"} $EXTRA)
 
 # The logs leave the machine as one file, refreshed while the runs go on (a run cut short keeps its log).
 (while sleep 20; do tar -czf /tmp/bench/logs.tgz -C /tmp/bench logs && mv /tmp/bench/logs.tgz "$OUT/logs.tgz"; done) &
@@ -54,6 +58,24 @@ cemg() {
         > "/tmp/bench/logs/cemg-$seed.log" 2>&1
 }
 
+variant() {   # a CEMG configuration variant as a row of its own (benchmarks/compare.py names it)
+    local spec=$1 seed=$2 name
+    name=$(echo "$spec" | tr -c 'A-Za-z0-9_.\n-' _)
+    python3 benchmarks/compare.py --models="$spec" --dataset="$DATASET" --data_path="$DATA" \
+        --feature_path="$DATA/$DATASET" --output="/tmp/bench/$name-$seed" ${CONFIG_FILES:+--config_files="$CONFIG_FILES"} --set seed="$seed" show_progress=False \
+        eval_batch_size=4096 collab_source="$CKPT/sasrec-$seed.pth" checkpoint_dir="/tmp/saved/$name-$seed" $VARIANT_SET \
+        > "/tmp/bench/logs/$name-$seed.log" 2>&1
+    cp "/tmp/bench/$name-$seed.json" "$OUT/variant_$name-$seed.json"
+}
+
+if [ "$PHASE" != baselines ] && [ -n "${VARIANTS:-}" ]; then
+    IFS='|' read -ra SPECS <<< "$VARIANTS"
+    for spec in "${SPECS[@]}"; do
+        if [ "$PHASE" = all ]; then (while [ ! -f "$CKPT/sasrec-${SEEDS%% *}.pth" ]; do sleep 10; done
+                                     variant "$spec" "${SEEDS%% *}") &
+        else variant "$spec" "${SEEDS%% *}" & fi
+    done
+fi
 [ "$PHASE" = cemg ] || gru4rec "${SEEDS%% *}" &   # a second baseline, one seed
 for seed in $SEEDS; do
     case $PHASE in

@@ -88,6 +88,14 @@ class CEMGTrainer(ResumableTraining, DistributedEvaluation, Trainer):
         with self.stage("generator"):
             return super().fit(train_data, valid_data, verbose, saved, show_progress, callback_fn)
 
+    def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
+        loss = super()._train_epoch(train_data, epoch_idx, loss_func, show_progress)
+        step = self.config["joint_recode_step"]
+        if self.model.joint_weight and step and (epoch_idx + 1) % step == 0:
+            changed = self.model.recode()
+            self.logger.info(f"joint training: items re-coded after epoch {epoch_idx}, {changed:.2%} changed codes")
+        return loss
+
     def fit_collaborative(self, train_data, valid_data, show_progress: bool) -> None:
         """Stage 1: collaborative embeddings from the training split, cold-start rows mapped from content."""
         model, source = self.model, self.config["collab_source"]

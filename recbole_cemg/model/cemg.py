@@ -57,11 +57,12 @@ class CEMG(SequentialRecommender):
             config["fusion_guidance"], config["rqvae_beta"], config["align_weight"], config["align_temperature"],
             config["rqvae_dropout"])
         self.item_level = config["generator_input"] == "items"
+        self.joint_weight = float(config["joint_weight"])
         if self.item_level:
             self.generator = ItemLevelGenerator(
                 self.level_sizes, collab_dim, config["MAX_ITEM_LIST_LENGTH"], config["llm_path"],
                 config["llm_config"], config["lora"], generator_dtype(config), config["generator_dropout"],
-                config["code_loss"])
+                config["code_loss"], latent_dim=config["rqvae_latent_dim"] if self.joint_weight else 0)
         else:
             self.generator = CodeGenerator(
                 self.level_sizes, config["MAX_ITEM_LIST_LENGTH"], config["llm_path"], config["llm_config"],
@@ -76,6 +77,7 @@ class CEMG(SequentialRecommender):
         self.warm_items, fallback = training_item_statistics(dataset, self.ITEM_ID, self.ITEM_SEQ, self.n_items)
         self.register_buffer("fallback_scores", fallback, persistent=False)
         self.trie: CodeTrie | None = None
+        self.device_tokenizer_inputs: TokenizerInputs | None = None
         self.tokenizer_report: TokenizerReport | None = None
         self.decoding_stats = DecodingStats(self.num_beams)
 
@@ -108,11 +110,23 @@ class CEMG(SequentialRecommender):
 
     def set_codes(self, codes: torch.Tensor) -> None:
         """Install the code table ``[items, levels]`` (row 0: padding item) and build the decoding trie. The codes
-        are final from here on, so the tokenizer is frozen (the generator's optimizer must not touch it)."""
-        self.tokenizer.requires_grad_(False)
+        are final from here on, so the tokenizer is frozen (the generator's optimizer must not touch it), unless
+        joint training goes on shaping it (``joint_weight``; ``recode`` then refreshes the codes)."""
+        self.tokenizer.requires_grad_(bool(self.joint_weight))
         self.item_codes.copy_(codes.to(self.item_codes.device))
         items = torch.arange(1, self.n_items)
         self.trie = CodeTrie(self.item_codes.cpu(), items, self.level_sizes).to(self.item_codes.device)
+
+    def recode(self) -> float:
+        """Joint training: re-encode every item with the tokenizer as trained so far and install the new unique
+        codes (ETEGRec's alternation); returns the share of items whose code tuple changed."""
+        inputs = self.tokenizer_inputs().to(self.item_codes.device)
+        encoded = self.tokenizer.encode(inputs.rows(torch.arange(1, self.n_items, device=self.item_codes.device)))
+        codes = deduplicate(encoded["codes"], encoded["residual"], self.config["dedup_size"])
+        codes = torch.cat([torch.zeros_like(codes[:1]), codes])
+        changed = float((codes != self.item_codes).any(1)[1:].float().mean())
+        self.set_codes(codes)
+        return changed
 
     def save_codes(self, path: str) -> None:
         """Write ``{item token: [codes]}`` (readable JSON) and the tokenizer's diagnostics atomically;
@@ -144,27 +158,37 @@ class CEMG(SequentialRecommender):
             self.tokenizer_report = TokenizerReport(**table["report"])
 
     # ------------------------------------------------------------------------------------------ RecBole contract
-    def _item_states(self, items: torch.Tensor) -> torch.Tensor:
-        """Item-level generator: the state after each item of right-padded item sequences ``[batch, length]``."""
-        return self.generator.states(self.item_codes[items], self.collab_embeddings[items])
+    def _item_states(self, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | float]:
+        """Item-level generator: the state after each item of right-padded item sequences ``[batch, length]``,
+        and with joint training the tokenizer's loss on these items (else 0)."""
+        latent, tokenizer_loss = None, 0.0
+        if self.joint_weight:  # straight-through latent: the generator's loss reaches the RQ-VAE and the fusion
+            unique, inverse = torch.unique(items, return_inverse=True)
+            if self.device_tokenizer_inputs is None:
+                self.device_tokenizer_inputs = self.tokenizer_inputs().to(items.device)
+            out = self.tokenizer(self.device_tokenizer_inputs.rows(unique))
+            latent, tokenizer_loss = out["quantised"][inverse], out["loss"]
+        states = self.generator.states(self.item_codes[items], self.collab_embeddings[items], latent)
+        return states, tokenizer_loss
 
     def _last_states(self, interaction) -> torch.Tensor:
-        states = self._item_states(interaction[self.ITEM_SEQ])
+        states, _ = self._item_states(interaction[self.ITEM_SEQ])
         return states[torch.arange(len(states), device=states.device), interaction[self.ITEM_SEQ_LEN] - 1]
 
     def _item_level_loss(self, interaction) -> torch.Tensor:
         """Next-item loss at the last position of each history, or with ``train_all_positions`` at every position
         of the window ``history + target`` (SASRec-style: one pass trains every prefix)."""
-        if not self.config["train_all_positions"]:
-            return self.generator.loss(self._last_states(interaction), interaction[self.POS_ITEM_ID],
-                                       self.item_codes)
         history, lengths = interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN]
         window = torch.cat([history, torch.zeros_like(history[:, :1])], dim=1)
         window[torch.arange(len(lengths), device=lengths.device), lengths] = interaction[self.POS_ITEM_ID]
-        states = self._item_states(window[:, :-1])
+        states, tokenizer_loss = self._item_states(window[:, :-1])
         targets = window[:, 1:]
         predicted = targets > 0
-        return self.generator.loss(states[predicted], targets[predicted], self.item_codes)
+        if not self.config["train_all_positions"]:  # only the prediction of the row's own target
+            predicted = torch.zeros_like(predicted)
+            predicted[torch.arange(len(lengths), device=lengths.device), lengths - 1] = True
+        loss = self.generator.loss(states[predicted], targets[predicted], self.item_codes)
+        return loss + self.joint_weight * tokenizer_loss
 
     def _history(self, interaction) -> tuple[torch.Tensor, torch.Tensor]:
         history = self.generator.code_tokens(self.item_codes[interaction[self.ITEM_SEQ]])
@@ -323,6 +347,12 @@ def validate_config(config) -> None:
     need(config["generator_input"] in ("tokens", "items"), "generator_input", "choose tokens or items.")
     need(config["code_loss"] in CODE_LOSSES, "code_loss", f"choose one of {CODE_LOSSES}.")
     need(0.0 <= config["generator_dropout"] < 1.0, "generator_dropout", "must be in [0, 1).")
+    need(isinstance(config["joint_weight"], (int, float)) and config["joint_weight"] >= 0, "joint_weight",
+         "must be >= 0 (0: the stages train one after another).")
+    need(not config["joint_weight"] or config["generator_input"] == "items", "joint_weight",
+         "joint training needs the item-level generator (generator_input: items).")
+    need(isinstance(config["joint_recode_step"], int) and config["joint_recode_step"] >= 0, "joint_recode_step",
+         "epochs between re-coding the items, >= 0 (0: never).")
     fusion = config["score_fusion_weights"]
     need(isinstance(fusion, list) and all(isinstance(w, (int, float)) and w >= 0 for w in fusion),
          "score_fusion_weights", "a list of weights >= 0, e.g. [0, 0.5, 1, 2]; [] for none.")

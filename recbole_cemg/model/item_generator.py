@@ -33,7 +33,7 @@ class ItemLevelGenerator(nn.Module):
     def __init__(self, level_sizes: list[int], collab_dim: int, max_history_items: int,
                  llm_path: str | None = None, llm_config: dict[str, Any] | None = None,
                  lora: dict[str, Any] | None = None, dtype: torch.dtype = torch.float32, dropout: float = 0.1,
-                 code_loss: str = "items") -> None:
+                 code_loss: str = "items", latent_dim: int = 0) -> None:
         super().__init__()
         self.backbone = build_backbone(llm_path, llm_config, lora, dtype, max_positions=max_history_items + 1)
         hidden = self.backbone.config.hidden_size
@@ -41,6 +41,8 @@ class ItemLevelGenerator(nn.Module):
         self.code_loss = code_loss
         self.code_embeddings = nn.ModuleList(nn.Embedding(size, hidden) for size in level_sizes)
         self.collab_projection = nn.Linear(collab_dim, hidden)
+        # joint training: the tokenizer's quantised latent is an input too, so the generator's loss reaches it
+        self.latent_projection = nn.Linear(latent_dim, hidden) if latent_dim else None
         self.input_norm = nn.LayerNorm(hidden)
         self.dropout = nn.Dropout(dropout)
         self.heads = nn.ModuleList(nn.Linear(hidden, hidden) for _ in level_sizes)
@@ -51,12 +53,16 @@ class ItemLevelGenerator(nn.Module):
         """``[..., levels]`` codes -> ``[..., levels * hidden]``: the item's code embeddings side by side."""
         return torch.cat([table(codes[..., level]) for level, table in enumerate(self.code_embeddings)], dim=-1)
 
-    def states(self, codes: torch.Tensor, collab: torch.Tensor) -> torch.Tensor:
-        """Right-padded histories (``codes [batch, items, levels]``, ``collab [batch, items, dim]``) -> the state
-        after each item ``[batch, items, hidden]``. Causal attention never looks right, so padding after the last
-        real item changes nothing before it and needs no mask."""
+    def states(self, codes: torch.Tensor, collab: torch.Tensor, latent: torch.Tensor | None = None) -> torch.Tensor:
+        """Right-padded histories (``codes [batch, items, levels]``, ``collab [batch, items, dim]``, with joint
+        training the tokenizer's ``latent [batch, items, dim]``) -> the state after each item
+        ``[batch, items, hidden]``. Causal attention never looks right, so padding after the last real item changes
+        nothing before it and needs no mask."""
         inputs = sum(table(codes[..., level]) for level, table in enumerate(self.code_embeddings))
-        inputs = self.dropout(self.input_norm(inputs + self.collab_projection(collab)))
+        inputs = inputs + self.collab_projection(collab)
+        if self.latent_projection is not None:
+            inputs = inputs + self.latent_projection(latent)
+        inputs = self.dropout(self.input_norm(inputs))
         positions = torch.arange(codes.shape[1], device=codes.device).unsqueeze(0).expand(codes.shape[0], -1)
         out = self.backbone(inputs_embeds=inputs.to(self.dtype), position_ids=positions)
         return self.dropout(out.last_hidden_state.float())

@@ -89,7 +89,7 @@ class ItemTokenizer(nn.Module):
         alignment = F.cross_entropy(logits / self.align_temperature, labels)
         loss = reconstruction + quant_loss + self.align_weight * alignment
         return {"loss": loss, "reconstruction": reconstruction, "quantisation": quant_loss, "alignment": alignment,
-                "codes": codes, "weights": weights, "latent": self.rqvae.encoder(fused)}
+                "codes": codes, "weights": weights, "latent": self.rqvae.encoder(fused), "quantised": quantised}
 
     @torch.no_grad()
     def encode(self, inputs: TokenizerInputs, batch_size: int = 4096) -> dict[str, torch.Tensor]:
