@@ -130,7 +130,7 @@ class ItemTokenizer(nn.Module):
         best_score, best_state, bad_evals, epoch = math.inf, copy.deepcopy(self.state_dict()), 0, 0
         progress = tqdm(range(epochs), desc="Tokenizer", ncols=100, disable=not show_progress)
         for epoch in progress:
-            order = items[torch.randperm(len(items), generator=generator).to(items.device)]
+            order = items[torch.randperm(len(items), generator=generator, device=items.device)]
             total = 0.0
             for start in range(0, len(order), batch_size):
                 out = self.forward(inputs.rows(order[start:start + batch_size]))
