@@ -17,10 +17,12 @@ import argparse
 import json
 
 from recbole_cemg.compare import compare_models, markdown_table, split_models, summarise, write_outputs
+from recbole_cemg.errors import add_debug_flag, command_line
 from recbole_cemg.io import atomic_write
 from recbole_cemg.quick_start import run
 
 
+@command_line("run_cemg")
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", "-m", default="CEMG", help="CEMG or any RecBole model name (SASRec, GRU4Rec ...)")
@@ -36,6 +38,7 @@ def main() -> None:
     parser.add_argument("--ip", default="localhost", help="address of the machine with rank 0")
     parser.add_argument("--port", default="5678", help="free port on the machine with rank 0")
     parser.add_argument("--group_offset", type=int, default=0, help="rank of this machine's first process")
+    add_debug_flag(parser)
     args, _ = parser.parse_known_args()
     config_files = args.config_files.split() if args.config_files else None
     if args.compare:

@@ -15,12 +15,16 @@ import json
 
 from recbole.trainer import HyperTuning
 
+from recbole_cemg.config import read_config_file
+from recbole_cemg.errors import add_debug_flag, command_line
 from recbole_cemg.io import atomic_write
 from recbole_cemg.quick_start import objective_function
+from recbole_cemg.search_space import check_params_file
 
 ALGORITHMS = ("exhaustive", "random", "bayes")
 
 
+@command_line("run_hyper")
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config_files", default=None, help="fixed config files, separated by spaces")
@@ -29,7 +33,11 @@ def main() -> None:
     parser.add_argument("--algo", default="exhaustive", choices=ALGORITHMS)
     parser.add_argument("--max_evals", type=int, default=10, help="trials for random / bayes")
     parser.add_argument("--early_stop", type=int, default=10, help="stop after this many trials without gain")
+    add_debug_flag(parser)
     args, _ = parser.parse_known_args()
+    check_params_file(args.params_file)
+    for file in args.config_files.split() if args.config_files else []:
+        read_config_file(file)
     tuner = HyperTuning(objective_function, algo=args.algo, early_stop=args.early_stop, max_evals=args.max_evals,
                         params_file=args.params_file,
                         fixed_config_file_list=args.config_files.split() if args.config_files else None)

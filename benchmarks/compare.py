@@ -18,8 +18,10 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from recbole_cemg.compare import (compare_models, literal_value, load_runs, markdown_table,  # noqa: E402
                                   parse_variant, split_models, summarise, write_outputs)
+from recbole_cemg.errors import InputError, add_debug_flag, command_line  # noqa: E402
 
 
+@command_line("compare")
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--merge", nargs="*", default=None,
@@ -34,6 +36,7 @@ def main() -> None:
     parser.add_argument("--own_collab", action="store_true")
     parser.add_argument("--set", nargs="*", default=[], help="key=value overrides for every model")
     parser.add_argument("--cemg_set", nargs="*", default=[], help="key=value overrides for CEMG only")
+    add_debug_flag(parser)
     args = parser.parse_args()
     sys.argv = sys.argv[:1]  # RecBole's Config must not read this script's arguments
     if args.merge is not None:
@@ -41,6 +44,9 @@ def main() -> None:
         return
 
     def parse(pairs: list[str]) -> dict:
+        bad = [pair for pair in pairs if "=" not in pair]
+        if bad:
+            raise InputError(f"--set / --cemg_set: '{bad[0]}' is not key=value.")
         return {key: literal_value(value) for key, value in (pair.split("=", 1) for pair in pairs)}
 
     common = {"data_path": args.data_path, **parse(args.set)}

@@ -49,6 +49,7 @@ from typing import Any
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing the plugin
+from recbole_cemg.errors import UserError, add_debug_flag, command_line  # noqa: E402
 from recbole_cemg.io import atomic_write  # noqa: E402
 
 logger = logging.getLogger("convert_amazon")
@@ -60,7 +61,7 @@ MAX_LOGGED_MALFORMED = 5  # per file; the summary keeps up to MAX_LISTED_MALFORM
 MAX_LISTED_MALFORMED = 100
 
 
-class ConvertError(Exception):
+class ConvertError(UserError):
     """A problem the user can fix; ``main`` reports it without a traceback."""
 
 
@@ -391,16 +392,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--name", help="dataset name (default: the category)")
     parser.add_argument("--format", choices=FORMATS, help="Amazon release (default: detected from the file name)")
     parser.add_argument("--kcore", type=int, default=5, help="min interactions per user and item (default: 5)")
+    add_debug_flag(parser)
     return parser.parse_args(argv)
 
 
+@command_line("convert_amazon")
 def main(argv: Sequence[str] | None = None) -> dict:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     args = parse_args(argv)
-    try:
-        return convert(args.reviews, args.meta, args.out, args.name, args.format, args.kcore)
-    except ConvertError as error:
-        raise SystemExit(f"convert_amazon: {error}") from None
+    return convert(args.reviews, args.meta, args.out, args.name, args.format, args.kcore)
 
 
 if __name__ == "__main__":

@@ -65,6 +65,7 @@ from convert_amazon import (MAX_LISTED_MALFORMED, ConvertError, Malformed, clean
                             counts, filter_interactions, format_float, open_text, write_tsv)
 from download_images import IMAGE_EXTENSIONS, decode, existing_image, file_stem  # noqa: E402
 
+from recbole_cemg.errors import add_debug_flag, command_line  # noqa: E402
 from recbole_cemg.io import atomic_write  # noqa: E402
 
 logger = logging.getLogger("convert_local")
@@ -418,19 +419,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="min interactions per user and item; 0 or 1 for none (default: 5)")
     output.add_argument("--sep", help="cell separator of both tables (default: from the extension: .csv ',', "
                                       ".tsv/.tab tab); 'tab' or '\\t' for a tab")
+    add_debug_flag(parser)
     return parser.parse_args(argv)
 
 
+@command_line("convert_local", interrupted="Copied images are kept; run the same command again to resume.")
 def main(argv: Sequence[str] | None = None) -> dict:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     args = parse_args(argv)
-    try:
-        return convert(args)
-    except ConvertError as error:
-        raise SystemExit(f"convert_local: {error}") from None
-    except KeyboardInterrupt:
-        raise SystemExit("convert_local: interrupted. Copied images are kept; run the same command again to "
-                         "resume.") from None
+    return convert(args)
 
 
 if __name__ == "__main__":

@@ -43,6 +43,7 @@ from PIL import Image
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing the plugin
+from recbole_cemg.errors import UserError, add_debug_flag, command_line  # noqa: E402
 from recbole_cemg.io import atomic_write  # noqa: E402
 
 logger = logging.getLogger("download_images")
@@ -53,7 +54,7 @@ IMAGE_EXTENSIONS = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "GIF": ".gif
 STATUSES = ("downloaded", "skipped", "no_url", "missing", "broken")
 
 
-class DownloadError(Exception):
+class DownloadError(UserError):
     """A problem the user can fix; ``main`` reports it without a traceback."""
 
 
@@ -234,19 +235,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--backoff", type=float, default=1.0,
                         help="seconds before the first retry, doubled for each next one (default: 1)")
     parser.add_argument("--timeout", type=float, default=20.0, help="seconds per HTTP request (default: 20)")
+    add_debug_flag(parser)
     return parser.parse_args(argv)
 
 
+@command_line("download_images", interrupted="Finished images are kept; run the same command again to resume.")
 def main(argv: Sequence[str] | None = None) -> dict:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     args = parse_args(argv)
-    try:
-        return download_all(args.images_tsv, args.out_dir, args.workers, args.retries, args.backoff, args.timeout)
-    except DownloadError as error:
-        raise SystemExit(f"download_images: {error}") from None
-    except KeyboardInterrupt:
-        raise SystemExit("download_images: interrupted. Finished images are kept; run the same command again to "
-                         "resume.") from None
+    return download_all(args.images_tsv, args.out_dir, args.workers, args.retries, args.backoff, args.timeout)
 
 
 if __name__ == "__main__":

@@ -34,8 +34,10 @@ from PIL import Image
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from encode_text import (EncodeError, OpenCLIPTextEncoder, load_partial, save_item_features,  # noqa: E402
-                         write_features)
+from encode_text import (RESUME_HINT, EncodeError, OpenCLIPTextEncoder, load_partial,  # noqa: E402
+                         save_item_features, write_features)
+
+from recbole_cemg.errors import add_debug_flag, command_line  # noqa: E402
 
 logger = logging.getLogger("encode_images")
 
@@ -140,6 +142,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=4, help="threads decoding images (default: 4)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                         help="torch device (default: cuda if available, else cpu)")
+    add_debug_flag(parser)
     args = parser.parse_args(argv)
     if args.output is None:
         if not args.dataset:
@@ -167,16 +170,10 @@ def run(args: argparse.Namespace) -> dict:
     return {"encoded": len(kept), "unreadable": unreadable}
 
 
+@command_line("encode_images", interrupted=RESUME_HINT)
 def main(argv: Sequence[str] | None = None) -> dict:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    args = parse_args(argv)
-    try:
-        return run(args)
-    except EncodeError as error:
-        raise SystemExit(f"encode_images: {error}") from None
-    except KeyboardInterrupt:
-        raise SystemExit(f"encode_images: interrupted. Finished chunks are kept in {args.output}.partial.npz; run "
-                         "the same command again to resume.") from None
+    return run(parse_args(argv))
 
 
 if __name__ == "__main__":

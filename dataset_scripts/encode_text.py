@@ -37,13 +37,18 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing the plugin
 from recbole_cemg.data.features import load_item_features, save_item_features  # noqa: E402
+from recbole_cemg.errors import UserError, add_debug_flag, command_line  # noqa: E402
 
 logger = logging.getLogger("encode_text")
 
 OPEN_CLIP_SCHEMAS = ("hf-hub:", "local-dir:")
 
 
-class EncodeError(Exception):
+# What to do after Ctrl-C, for encode_text and encode_images.
+RESUME_HINT = "Finished chunks are kept in <output>.partial.npz; run the same command again to resume."
+
+
+class EncodeError(UserError):
     """A problem the user can fix; ``main`` reports it without a traceback."""
 
 
@@ -229,6 +234,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                      help="items encoded between saves of the partial file (default: 2048)")
     run.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
                      help="torch device (default: cuda if available, else cpu)")
+    add_debug_flag(parser)
     args = parser.parse_args(argv)
     if bool(args.dataset) == bool(args.item_file):
         parser.error("give either --dataset (with optional --data_path) or --item_file")
@@ -276,17 +282,11 @@ def write_features(output: str, tokens, features: np.ndarray, name: str, partial
     return features
 
 
+@command_line("encode_text", interrupted=RESUME_HINT)
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point; user errors and Ctrl-C end the program with a short message instead of a traceback."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    args = parse_args(argv)
-    try:
-        run(args)
-    except EncodeError as error:
-        raise SystemExit(f"encode_text: {error}") from None
-    except KeyboardInterrupt:
-        raise SystemExit(f"encode_text: interrupted. Finished chunks are kept in {args.output}.partial.npz; run the "
-                         "same command again to resume.") from None
+    run(parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -17,6 +17,8 @@ import traceback
 from logging import getLogger
 from typing import Any
 
+from recbole_cemg.config import read_config_file
+from recbole_cemg.errors import InputError, MissingFileError, UserError
 from recbole_cemg.io import atomic_write
 from recbole_cemg.quick_start import run_cemg
 
@@ -30,11 +32,11 @@ def parse_variant(spec: str) -> tuple[str, dict[str, Any]]:
     name, bracket, rest = spec.partition("[")
     overrides: dict[str, Any] = {}
     if bracket and not rest.endswith("]"):
-        raise ValueError(f"Model variant '{spec}' must end with ']': write Model[key=value;key=value].")
+        raise InputError(f"Model variant '{spec}' must end with ']': write Model[key=value;key=value].")
     for item in filter(None, (part.strip() for part in rest[:-1].split(";"))):
         key, equals, value = item.partition("=")
         if not equals:
-            raise ValueError(f"Model variant '{spec}': '{item}' is not key=value.")
+            raise InputError(f"Model variant '{spec}': '{item}' is not key=value.")
         overrides[key.strip()] = literal_value(value.strip())
     return name.strip(), overrides
 
@@ -57,7 +59,10 @@ def split_models(specs: str) -> list[str]:
 def compare_models(models: list[str], dataset: str, config_file_list: list[str] | None = None,
                    config_dict: dict[str, Any] | None = None, seeds: list[int] | None = None) -> list[dict[str, Any]]:
     """One result row per model (or variant, see ``parse_variant``) and seed: run_cemg's result, or
-    ``{"error": ...}`` if the run failed. ``row["model"]`` is the entry as given."""
+    ``{"error": ...}`` if the run failed. ``row["model"]`` is the entry as given. The config files are shared by
+    all runs: a missing or malformed one stops the comparison at once."""
+    for file in config_file_list or []:
+        read_config_file(file)
     rows = []
     for model in models:
         for seed in seeds or [None]:
@@ -69,7 +74,8 @@ def compare_models(models: list[str], dataset: str, config_file_list: list[str] 
                 result = run_cemg(name, dataset, config_file_list, overrides)
                 rows.append({**result, "model": model, "seed": seed})
             except Exception as error:  # noqa: BLE001 - one failing model must not take down the comparison
-                getLogger().error(f"{model} failed: {error}\n{traceback.format_exc()}")
+                details = "" if isinstance(error, UserError) else f"\n{traceback.format_exc()}"
+                getLogger().error(f"{model} failed: {error}{details}")
                 rows.append({"model": model, "seed": seed, "error": f"{type(error).__name__}: {error}"})
     return rows
 
@@ -105,6 +111,9 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def load_runs(path: str) -> list[dict[str, Any]]:
     """The runs of a comparison output (``prefix`` or ``prefix.json``) or of one run's result file."""
     path = path if path.endswith(".json") else f"{path}.json"
+    if not os.path.isfile(path):
+        raise MissingFileError(f"--merge: no file {path}; give result files or the --output prefix of an earlier "
+                               "comparison.")
     with open(path, encoding="utf-8") as f:
         content = json.load(f)
     return content["runs"] if "runs" in content else [content]

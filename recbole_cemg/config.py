@@ -5,11 +5,14 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import yaml
 from recbole.config import Config as RecBoleConfig
 from recbole.utils import ModelType
 
 from recbole_cemg import compat
 from recbole_cemg.distributed import join_cpu_process_group, uses_gpu
+from recbole_cemg.errors import InputError, MissingFileError
+from recbole_cemg.schema import check_config
 from recbole_cemg.utils import get_model
 
 PROPERTIES_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.realpath(__file__))), "properties")
@@ -23,6 +26,8 @@ class Config(RecBoleConfig):
     ``properties/dataset/<dataset>.yaml``, then the user's config files, ``config_dict`` and command line.
     A dataset file may hold a block named after a model (e.g. ``CEMG: {epochs: 8}``): it applies to that model
     only, so a dataset can carry model-specific settings without changing the baselines' configuration.
+    A missing or malformed config file and a value that breaks the schema (``recbole_cemg.schema``) raise a
+    ``UserError`` before anything else happens.
     """
 
     def __init__(
@@ -39,6 +44,16 @@ class Config(RecBoleConfig):
         compat.patch_numpy_aliases()
         super().compatibility_settings()
 
+    def _load_config_files(self, file_list: list[str] | None) -> dict[str, Any]:
+        merged: dict[str, Any] = {}
+        for file in file_list or []:
+            merged.update(read_config_file(file, self.yaml_loader))
+        return merged
+
+    def _set_default_parameters(self) -> None:
+        check_config(self.final_config_dict, self.model)
+        super()._set_default_parameters()
+
     def _init_device(self) -> None:
         if "local_rank" in self.final_config_dict and not uses_gpu(self.final_config_dict):
             join_cpu_process_group(self.final_config_dict)  # RecBole's own set-up knows only CUDA + nccl
@@ -49,7 +64,7 @@ class Config(RecBoleConfig):
         if model is None:
             model = self.external_config_dict.get("model")
             if model is None:
-                raise KeyError("`model` must be given as an argument, in a config file, a config dict or --model=NAME.")
+                raise InputError("`model` must be given as an argument, in a config file, a config dict or --model=NAME.")
         if isinstance(model, str):
             model_name, model_class = model, get_model(model)
         else:
@@ -57,7 +72,7 @@ class Config(RecBoleConfig):
         if dataset is None:
             dataset = self.external_config_dict.get("dataset")
             if dataset is None:
-                raise KeyError("`dataset` must be given as an argument, in a config file, a config dict or --dataset=NAME.")
+                raise InputError("`dataset` must be given as an argument, in a config file, a config dict or --dataset=NAME.")
         return model_name, model_class, dataset
 
     def _load_internal_config_dict(self, model, model_class, dataset) -> None:
@@ -74,3 +89,21 @@ class Config(RecBoleConfig):
         model_block = self.internal_config_dict.pop(model, None)
         if isinstance(model_block, dict):
             self.internal_config_dict.update(model_block)
+
+
+def read_config_file(path: str, loader: type = yaml.FullLoader) -> dict[str, Any]:
+    """The ``key: value`` mapping of a user's config file; a missing, unparsable or non-mapping file is named."""
+    if not os.path.isfile(path):
+        raise MissingFileError(f"config file not found: {path} (working directory {os.getcwd()}). Check the path "
+                               "given in --config_files.")
+    with open(path, encoding="utf-8") as f:
+        try:
+            content = yaml.load(f, Loader=loader)
+        except yaml.YAMLError as error:
+            line = f":{error.problem_mark.line + 1}" if getattr(error, "problem_mark", None) else ""
+            problem = getattr(error, "problem", None) or error
+            raise InputError(f"{path}{line}: not valid YAML ({problem}). Fix the file; a config file holds "
+                             "`key: value` lines.") from error
+    if not isinstance(content, dict):
+        raise InputError(f"{path}: expected `key: value` lines, found {type(content).__name__}. Fix the file.")
+    return content

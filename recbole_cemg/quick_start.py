@@ -19,7 +19,9 @@ from recbole.data import create_dataset, data_preparation
 from recbole.utils import get_environment, init_logger, init_seed, set_color
 
 from recbole_cemg.config import Config
+from recbole_cemg.data.atomic import check_atomic_files
 from recbole_cemg.data.cold_start import choose_cold_items, cold_target_loader, remove_from_training
+from recbole_cemg.errors import MissingFileError
 from recbole_cemg.resume import interrupted_run
 from recbole_cemg.utils import get_model, get_trainer
 
@@ -39,6 +41,7 @@ def run_cemg(model: str | None = None, dataset: str | None = None, config_file_l
     seconds: dict[str, float] = {}
     start = time.perf_counter()
     require_dataset(config)
+    check_atomic_files(config)
     data = create_dataset(config)
     logger.info(data)
     train_data, valid_data, test_data = data_preparation(config, data)
@@ -139,7 +142,7 @@ def require_dataset(config) -> None:
     with open(os.path.join(os.path.dirname(recbole.__file__), "properties", "dataset", "url.yaml"), encoding="utf-8") as f:
         if name in (yaml.safe_load(f) or {}):
             return  # RecBole downloads it (needs network)
-    raise FileNotFoundError(
+    raise MissingFileError(
         f"Dataset '{name}' not found: there is no folder {path}, and RecBole knows no dataset of that name. Put its "
         f"atomic files there ({name}.inter, optionally {name}.item), or point `data_path` at the folder holding "
         f"{name}/. ml-100k ships with RecBole; dataset_scripts/convert_amazon.py and convert_local.py make others.")

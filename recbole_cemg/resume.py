@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from recbole_cemg.distributed import is_main_process
+from recbole_cemg.errors import MissingFileError
 from recbole_cemg.io import atomic_write
 
 
@@ -62,7 +63,7 @@ def interrupted_run(checkpoint: str) -> str:
     """``checkpoint``, checked to be the checkpoint path of a run that left something to resume from."""
     folder, stem = os.path.split(os.path.splitext(checkpoint)[0])
     if not os.path.isdir(folder or ".") or not any(name.startswith(stem) for name in os.listdir(folder or ".")):
-        raise FileNotFoundError(f"`resume` = {checkpoint!r}: no file of that run exists. Pass the checkpoint path the "
+        raise MissingFileError(f"`resume` = {checkpoint!r}: no file of that run exists. Pass the checkpoint path the "
                                 "interrupted run logged at its start ('checkpoint: ...').")
     return checkpoint
 

@@ -9,6 +9,8 @@ from recbole.trainer import Trainer
 from recbole.utils import get_model as recbole_get_model
 from recbole.utils import get_trainer as recbole_get_trainer
 
+from recbole_cemg.errors import InputError
+
 _PLUGIN_MODELS = {"CEMG": "recbole_cemg.model.cemg"}
 _PLUGIN_TRAINERS = {"CEMG": "recbole_cemg.trainer"}
 
@@ -22,7 +24,7 @@ def get_model(model_name: str) -> type:
     except (ValueError, ImportError) as error:
         # RecBole's lookup imports its exlib package (lightgbm, xgboost) on the way to "not found".
         known = ", ".join(sorted(_PLUGIN_MODELS))
-        raise ValueError(
+        raise InputError(
             f"Unknown model '{model_name}': it is neither a recbole_cemg model ({known}) nor a RecBole built-in "
             f"model that can be imported here (e.g. SASRec, GRU4Rec, BERT4Rec; names are case-sensitive). "
             f"RecBole said: {error}"

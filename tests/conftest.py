@@ -3,6 +3,7 @@ import json
 import os
 import re
 import sys
+from contextlib import contextmanager
 from types import ModuleType
 
 import pytest
@@ -26,6 +27,21 @@ def generator_losses(log: str) -> dict[int, str]:
     generator = log[log.index("CEMG stage: generator"):] if "CEMG stage: generator" in log else log
     return {int(e): loss for e, loss in re.findall(r"epoch (\d+) training \[time: [\d.]+s, train loss: ([\d.]+)\]",
                                                   generator)}
+
+
+@pytest.fixture
+def stops_with(capsys):
+    """``with stops_with(regex):`` the call inside ends its program as a user error does (``recbole_cemg.errors``):
+    exit code 2 (``code=130`` for Ctrl-C) and a message on stderr matching ``regex``, without a traceback."""
+    @contextmanager
+    def check(message: str, code: int = 2):
+        with pytest.raises(SystemExit) as exit_info:
+            yield
+        err = capsys.readouterr().err
+        assert exit_info.value.code == code, err
+        assert re.search(message, err) and "Traceback" not in err, err
+
+    return check
 
 
 @pytest.fixture

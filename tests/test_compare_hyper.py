@@ -47,7 +47,7 @@ def test_comparison_writes_every_output_and_survives_a_failing_model(tiny_run_co
         assert [r["model"] for r in csv.DictReader(f)] == ["SASRec", "NoSuchModel", gru]
     with open(paths[2], encoding="utf-8") as f:
         table = f.read()
-    assert "| SASRec |" in table and "failed: ValueError" in table and "Machine:" in table
+    assert "| SASRec |" in table and "failed: InputError" in table and "Machine:" in table
     with open(paths[3], "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
 

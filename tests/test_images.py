@@ -113,8 +113,8 @@ def test_download_report_and_resume(download_images, server, tmp_path):
     Image.open(out / "l1.jpg").load()
 
 
-def test_download_needs_an_image_list(download_images, tmp_path):
-    with pytest.raises(SystemExit, match="Image list not found"):
+def test_download_needs_an_image_list(download_images, tmp_path, stops_with):
+    with stops_with("Image list not found"):
         download_images.main(["--images_tsv", str(tmp_path / "x.tsv"), "--out_dir", str(tmp_path / "o")])
 
 
@@ -159,7 +159,7 @@ def test_encode_images(encode_images, tiny_clip, tmp_path):
     np.testing.assert_allclose(np.linalg.norm(half.features.astype(np.float32), axis=1), 1.0, atol=1e-3)
 
 
-def test_encode_images_resumes(encode_images, tiny_clip, tmp_path, monkeypatch):
+def test_encode_images_resumes(encode_images, tiny_clip, tmp_path, monkeypatch, stops_with):
     from recbole_cemg.data.features import load_item_features
 
     _, checkpoint = tiny_clip
@@ -180,7 +180,7 @@ def test_encode_images_resumes(encode_images, tiny_clip, tmp_path, monkeypatch):
         return encode(self, pixels)
 
     monkeypatch.setattr(encode_images.OpenCLIPImageEncoder, "encode", counted)
-    with pytest.raises(SystemExit, match="run the same command again to resume"):
+    with stops_with("run the same command again to resume", code=130):
         encode_images.main(args)
     assert load_item_features(f"{output}.partial.npz").item_tokens.tolist() == ["i0"]
     sizes.clear()

@@ -6,11 +6,13 @@ from __future__ import annotations
 import torch
 from recbole.data.dataloader import FullSortEvalDataLoader, TrainDataLoader
 
+from recbole_cemg.errors import InputError
+
 
 def choose_cold_items(n_items: int, ratio: float, seed: int) -> torch.Tensor:
     """A boolean mask over internal item ids marking ``round(ratio * (n_items - 1))`` random items (never padding)."""
     if not 0.0 <= ratio < 1.0:
-        raise ValueError(f"Invalid config value `cold_item_ratio` = {ratio}: must be in [0, 1).")
+        raise InputError(f"Invalid config value `cold_item_ratio` = {ratio}: must be in [0, 1).")
     generator = torch.Generator().manual_seed(seed)
     chosen = torch.randperm(n_items - 1, generator=generator)[: round(ratio * (n_items - 1))] + 1
     cold = torch.zeros(n_items, dtype=torch.bool)

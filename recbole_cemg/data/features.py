@@ -21,6 +21,7 @@ from logging import getLogger
 import numpy as np
 import torch
 
+from recbole_cemg.errors import InputError, MissingFileError
 from recbole_cemg.io import atomic_write
 
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.realpath(__file__))))
@@ -59,7 +60,7 @@ def save_item_features(path: str, item_tokens, features: np.ndarray, encoder: st
 def load_item_features(path: str) -> ItemFeatures:
     """Read a feature file and check it is well formed; every problem names the file."""
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"Feature file not found: {path}. Create it with dataset_scripts/encode_text.py "
+        raise MissingFileError(f"Feature file not found: {path}. Create it with dataset_scripts/encode_text.py "
                                 "(or any tool writing the format described in the README), or remove the modality "
                                 "from `modalities`.")
     try:
@@ -74,19 +75,19 @@ def load_item_features(path: str) -> ItemFeatures:
             features = data["features"]
             encoder = str(data["encoder"]) if "encoder" in data.files else ""
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as error:
-        raise ValueError(f"{path}: not a readable .npz feature file ({error}).") from error
+        raise InputError(f"{path}: not a readable .npz feature file ({error}).") from error
     if features.ndim != 2 or features.shape[0] != tokens.shape[0]:
-        raise ValueError(f"{path}: 'features' must be a matrix with one row per 'item_id' ({tokens.shape[0]} ids), "
+        raise InputError(f"{path}: 'features' must be a matrix with one row per 'item_id' ({tokens.shape[0]} ids), "
                          f"got shape {features.shape}.")
     if not np.issubdtype(features.dtype, np.floating):
-        raise ValueError(f"{path}: 'features' must be floating point, got {features.dtype}.")
+        raise InputError(f"{path}: 'features' must be floating point, got {features.dtype}.")
     bad = ~np.isfinite(features).all(axis=1)
     if bad.any():
-        raise ValueError(f"{path}: {int(bad.sum())} row(s) contain NaN or inf, e.g. item '{tokens[bad][0]}'. "
+        raise InputError(f"{path}: {int(bad.sum())} row(s) contain NaN or inf, e.g. item '{tokens[bad][0]}'. "
                          "Re-extract the features for these items.")
     unique, counts = np.unique(tokens, return_counts=True)
     if (counts > 1).any():
-        raise ValueError(f"{path}: duplicate item tokens, e.g. '{unique[counts > 1][0]}' "
+        raise InputError(f"{path}: duplicate item tokens, e.g. '{unique[counts > 1][0]}' "
                          f"({int((counts > 1).sum())} duplicated). Keep one row per item.")
     return ItemFeatures(tokens, features, encoder)
 
@@ -97,10 +98,10 @@ def align_item_features(stored: ItemFeatures, token2id: dict, n_items: int, name
     ids = np.fromiter((token2id.get(t, -1) for t in stored.item_tokens), dtype=np.int64, count=len(stored.item_tokens))
     unknown = ids < 0
     if unknown.all():
-        raise ValueError(f"{source}: none of its {len(ids)} item tokens is an item of the dataset (e.g. "
+        raise InputError(f"{source}: none of its {len(ids)} item tokens is an item of the dataset (e.g. "
                          f"'{stored.item_tokens[0]}'). Is it the feature file of another dataset?")
     if unknown.any() and unknown_items != "ignore":
-        raise ValueError(f"{source}: {int(unknown.sum())} item token(s) are not items of the dataset, e.g. "
+        raise InputError(f"{source}: {int(unknown.sum())} item token(s) are not items of the dataset, e.g. "
                          f"'{stored.item_tokens[unknown][0]}'. If the dataset config filters items out, set "
                          "`feature_unknown_items: ignore`.")
     values = torch.zeros(n_items, stored.features.shape[1], dtype=torch.float32)

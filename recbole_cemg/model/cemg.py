@@ -22,14 +22,15 @@ from torch.distributed import ReduceOp
 
 from recbole_cemg.data.features import load_modalities
 from recbole_cemg.distributed import all_reduce
+from recbole_cemg.errors import InputError, MissingFileError
 from recbole_cemg.io import atomic_write
 from recbole_cemg.model.collaborative import build_collaborative_model, collaborative_dim
 from recbole_cemg.model.decoding import CodeTrie, constrained_beam_search
-from recbole_cemg.model.fusion import FUSION_MODES
 from recbole_cemg.model.generator import CodeGenerator
-from recbole_cemg.model.item_generator import CODE_LOSSES, ItemLevelGenerator
+from recbole_cemg.model.item_generator import ItemLevelGenerator
 from recbole_cemg.model.tokenizer import (ItemTokenizer, TokenizerInputs, TokenizerReport, code_usage, deduplicate,
                                           unique_rows)
+from recbole_cemg.schema import check_config
 
 # Items outside the beams get scores below every beam: FALLBACK_SCORE minus their training-popularity rank, so the
 # order of the tail is fixed (never a tie left to ``topk``).
@@ -41,7 +42,7 @@ class CEMG(SequentialRecommender):
 
     def __init__(self, config, dataset) -> None:
         super().__init__(config, dataset)
-        validate_config(config)
+        check_config(config, "CEMG")
         self.config = config
         self.item_tokens = list(dataset.field2id_token[self.ITEM_ID])
         self.level_sizes = [config["codebook_size"]] * config["codebook_levels"] + [config["dedup_size"]]
@@ -139,20 +140,19 @@ class CEMG(SequentialRecommender):
 
     def load_codes(self, path: str) -> None:
         """Read a codes file written by ``save_codes`` and check it matches this dataset and configuration."""
-        with open(path, encoding="utf-8") as f:
-            table = json.load(f)
+        table = read_codes_file(path)
         if table.get("level_sizes") != self.level_sizes:
-            raise ValueError(f"{path}: written for code levels {table.get('level_sizes')}, but this run has "
+            raise InputError(f"{path}: written for code levels {table.get('level_sizes')}, but this run has "
                              f"{self.level_sizes} (codebook_levels, codebook_size, dedup_size).")
         stored = table["codes"]
         missing = [t for t in self.item_tokens[1:] if t not in stored]
         if missing or len(stored) != self.n_items - 1:
-            raise ValueError(f"{path}: its {len(stored)} items do not match the dataset's {self.n_items - 1} "
+            raise InputError(f"{path}: its {len(stored)} items do not match the dataset's {self.n_items - 1} "
                              f"(e.g. missing '{missing[0] if missing else '-'}'). Was it written for another dataset "
                              "or another filtering?")
         codes = torch.tensor([[0] * len(self.level_sizes)] + [stored[t] for t in self.item_tokens[1:]])
         if (codes >= torch.tensor(self.level_sizes)).any() or (codes < 0).any():
-            raise ValueError(f"{path}: codes outside the code levels {self.level_sizes}.")
+            raise InputError(f"{path}: codes outside the code levels {self.level_sizes}.")
         self.set_codes(codes)
         if table.get("report"):
             self.tokenizer_report = TokenizerReport(**table["report"])
@@ -250,7 +250,7 @@ class CEMG(SequentialRecommender):
         missing, unexpected = self.load_state_dict(state, strict=False)
         expected_missing = set(self.state_dict()) - set(self.checkpoint_state())
         if unexpected or set(missing) - expected_missing:
-            raise ValueError(f"Checkpoint does not fit this model: missing {sorted(set(missing) - expected_missing)[:5]}"
+            raise InputError(f"Checkpoint does not fit this model: missing {sorted(set(missing) - expected_missing)[:5]}"
                              f", unexpected {unexpected[:5]}. Was it written with another configuration?")
         self.set_codes(self.item_codes)
 
@@ -320,44 +320,17 @@ def generator_dtype(config) -> torch.dtype:
     return torch.float32
 
 
-def validate_config(config) -> None:
-    """Stop early, naming the key, on values that would fail late or silently."""
-    def need(condition: bool, key: str, message: str) -> None:
-        if not condition:
-            raise ValueError(f"Invalid config value `{key}` = {config[key]!r}: {message}")
-
-    need(isinstance(config["codebook_levels"], int) and config["codebook_levels"] >= 1, "codebook_levels",
-         "need at least 1 level.")
-    need(isinstance(config["codebook_size"], int) and config["codebook_size"] >= 2, "codebook_size",
-         "need at least 2 codes per level.")
-    need(isinstance(config["dedup_size"], int) and config["dedup_size"] >= 1, "dedup_size", "must be >= 1.")
-    need(config["fusion"] in FUSION_MODES, "fusion", f"choose one of {FUSION_MODES}.")
-    need(isinstance(config["num_beams"], int) and config["num_beams"] >= max(config["topk"]), "num_beams",
-         f"must be at least the largest topk ({max(config['topk'])}), else the top-k lists are cut short.")
-    need(bool(config["modalities"]) or config["collab_in_fusion"], "modalities",
-         "no modality to tokenize: list content modalities or set collab_in_fusion: True.")
-    lora = config["lora"]
-    if lora:
-        need(isinstance(lora, dict) and int(lora.get("r", 8)) > 0, "lora", "LoRA rank `r` must be positive.")
-        need(bool(config["llm_path"]), "lora", "LoRA needs a pretrained model in `llm_path`.")
-    need(not (config["train_all_positions"] and config["prompt_suffix"]), "train_all_positions",
-         "training on all positions cannot place a `prompt_suffix`; set train_all_positions: False.")
-    need(isinstance(config["train_stride"], int) and config["train_stride"] >= 1, "train_stride", "must be >= 1.")
-    need(config["llm_dtype"] in ("float32", "bfloat16"), "llm_dtype", "choose float32 or bfloat16.")
-    need(config["generator_input"] in ("tokens", "items"), "generator_input", "choose tokens or items.")
-    need(config["code_loss"] in CODE_LOSSES, "code_loss", f"choose one of {CODE_LOSSES}.")
-    need(0.0 <= config["generator_dropout"] < 1.0, "generator_dropout", "must be in [0, 1).")
-    need(isinstance(config["joint_weight"], (int, float)) and config["joint_weight"] >= 0, "joint_weight",
-         "must be >= 0 (0: the stages train one after another).")
-    need(not config["joint_weight"] or config["generator_input"] == "items", "joint_weight",
-         "joint training needs the item-level generator (generator_input: items).")
-    need(isinstance(config["joint_recode_step"], int) and config["joint_recode_step"] >= 0, "joint_recode_step",
-         "epochs between re-coding the items, >= 0 (0: never).")
-    fusion = config["score_fusion_weights"]
-    need(isinstance(fusion, list) and all(isinstance(w, (int, float)) and w >= 0 for w in fusion),
-         "score_fusion_weights", "a list of weights >= 0, e.g. [0, 0.5, 1, 2]; [] for none.")
-    if any(fusion):
-        need(config["generator_input"] == "items", "score_fusion_weights", "score fusion needs the item-level "
-             "generator (generator_input: items), which scores every item.")
-        need(not config["collab_source"].endswith(".npz"), "score_fusion_weights", "score fusion needs the "
-             "collaborative model itself: a RecBole model name or checkpoint (.pth) as `collab_source`.")
+def read_codes_file(path: str) -> dict:
+    """The table of a ``.codes.json`` file (``tokenizer_path``); a missing, truncated or foreign file is named."""
+    what = "`tokenizer_path` needs the .codes.json file written by an earlier run"
+    try:
+        with open(path, encoding="utf-8") as f:
+            table = json.load(f)
+    except FileNotFoundError:
+        raise MissingFileError(f"{path}: no such file; {what}.") from None
+    except json.JSONDecodeError as error:
+        raise InputError(f"{path}:{error.lineno}: not valid JSON ({error.msg}; truncated?); {what}. Point it at a "
+                         "complete one, or leave tokenizer_path empty to fit the tokenizer anew.") from None
+    if not isinstance(table, dict) or not isinstance(table.get("codes"), dict):
+        raise InputError(f"{path}: no 'codes' table; {what}.")
+    return table

@@ -16,6 +16,7 @@ import torch
 import yaml
 
 from recbole_cemg.data.features import AlignedFeatures
+from recbole_cemg.errors import InputError, MissingFileError
 
 
 def source_kind(source: str) -> str:
@@ -34,15 +35,15 @@ def load_checkpoint_embeddings(path: str, n_items: int | None = None) -> torch.T
 
     path = resolve_path(path)
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"`collab_source` checkpoint not found: {path}")
+        raise MissingFileError(f"`collab_source` checkpoint not found: {path}")
     state = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
     if "item_embedding.weight" not in state:
-        raise ValueError(f"`collab_source` {path}: the checkpoint has no item_embedding table.")
+        raise InputError(f"`collab_source` {path}: the checkpoint has no item_embedding table.")
     table = state["item_embedding.weight"].float()
     if n_items is None:
         return table
     if table.shape[0] not in (n_items, n_items + 1):  # BERT4Rec adds a mask row
-        raise ValueError(f"`collab_source` {path}: {table.shape[0]} item rows, the dataset has {n_items}. Was it "
+        raise InputError(f"`collab_source` {path}: {table.shape[0]} item rows, the dataset has {n_items}. Was it "
                          "trained on another dataset or another filtering?")
     return table[:n_items]
 
@@ -87,7 +88,7 @@ def collaborative_dim(config) -> int:
     sub = collaborative_config(config)
     dim = sub["hidden_size"] or sub["embedding_size"]
     if not dim:
-        raise ValueError(f"`collab_source` {source}: cannot tell its embedding width; set collab_config.hidden_size.")
+        raise InputError(f"`collab_source` {source}: cannot tell its embedding width; set collab_config.hidden_size.")
     return int(dim)
 
 
@@ -126,7 +127,7 @@ def train_collaborative_model(config, train_data, valid_data, show_progress: boo
     init_seed(sub["seed"], sub["reproducibility"])
     model = get_model(sub["model"])(sub, train_data._dataset).to(sub["device"])
     if not hasattr(model, "item_embedding"):
-        raise ValueError(f"`collab_source` {sub['model']} has no `item_embedding` table; use a sequential model "
+        raise InputError(f"`collab_source` {sub['model']} has no `item_embedding` table; use a sequential model "
                          "such as SASRec, GRU4Rec or BERT4Rec, or a file of item embeddings (.npz).")
     trainer = get_trainer(model.type, sub["model"])(sub, model)
     trainer.saved_model_file, trainer.resuming = checkpoint_file, resume

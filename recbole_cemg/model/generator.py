@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from recbole_cemg.errors import InputError, MissingFileError
+
 PAD, BOS = 0, 1
 SCRATCH_SPECIAL_TOKENS = 2
 
@@ -149,7 +151,7 @@ def _build_from_config(llm_config: dict[str, Any], vocab_size: int, max_position
     model_type = settings.pop("model_type", "llama")
     settings.setdefault("max_position_embeddings", max_positions)
     if settings["max_position_embeddings"] < max_positions:
-        raise ValueError(f"`llm_config.max_position_embeddings` ({settings['max_position_embeddings']}) is shorter "
+        raise InputError(f"`llm_config.max_position_embeddings` ({settings['max_position_embeddings']}) is shorter "
                          f"than the longest input ({max_positions} positions).")
     config = AutoConfig.for_model(model_type, vocab_size=vocab_size, pad_token_id=PAD, bos_token_id=BOS,
                                   eos_token_id=None, **settings)
@@ -159,7 +161,7 @@ def _build_from_config(llm_config: dict[str, Any], vocab_size: int, max_position
 def _checked_path(llm_path: str) -> str:
     llm_path = os.path.expanduser(llm_path)
     if llm_path.startswith((".", "/")) and not os.path.isdir(llm_path):  # a path, not a hub name
-        raise FileNotFoundError(f"`llm_path` '{llm_path}' is not a folder. Give a local model folder or a hub name "
+        raise MissingFileError(f"`llm_path` '{llm_path}' is not a folder. Give a local model folder or a hub name "
                                 "such as Qwen/Qwen2.5-0.5B (hub names need network access).")
     return llm_path
 
@@ -182,7 +184,7 @@ def _load_pretrained(llm_path: str, level_sizes: list[int], prompt: str, prompt_
     tokenizer.add_tokens(new_tokens, special_tokens=True)
     ids = tokenizer.convert_tokens_to_ids(new_tokens)
     if ids != list(range(ids[0], ids[0] + len(ids))):
-        raise ValueError(f"The tokenizer of '{llm_path}' already knows some code tokens like '{new_tokens[0]}'.")
+        raise InputError(f"The tokenizer of '{llm_path}' already knows some code tokens like '{new_tokens[0]}'.")
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     model.resize_token_embeddings(len(tokenizer))

@@ -26,8 +26,6 @@ from torch import nn
 
 from recbole_cemg.model.generator import build_backbone
 
-CODE_LOSSES = ("levels", "items")
-
 
 class ItemLevelGenerator(nn.Module):
     def __init__(self, level_sizes: list[int], collab_dim: int, max_history_items: int,

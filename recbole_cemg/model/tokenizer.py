@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from recbole_cemg.errors import InputError
 from recbole_cemg.model.fusion import CollaborativeGuidedFusion
 from recbole_cemg.model.rqvae import RQVAE
 
@@ -180,7 +181,7 @@ def deduplicate(codes: torch.Tensor, residual: torch.Tensor, dedup_size: int) ->
     ranks[order] = rank_sorted
     largest = int(ranks.max()) + 1 if len(ranks) else 0
     if largest > dedup_size:
-        raise ValueError(f"The tokenizer put {largest} items on one code tuple, more than the de-duplication level "
+        raise InputError(f"The tokenizer put {largest} items on one code tuple, more than the de-duplication level "
                          f"holds (`dedup_size` = {dedup_size}). The codebooks have collapsed: train the tokenizer "
                          "longer (`tokenizer_epochs`), raise `codebook_size`, or raise `dedup_size`.")
     return torch.cat([codes, ranks.unsqueeze(1)], dim=1)

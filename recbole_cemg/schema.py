@@ -1,0 +1,149 @@
+"""Check a config's values against the schema files beside the defaults, before any work starts.
+
+``properties/overall.schema.yaml`` holds the general training keys, ``properties/model/<model>.schema.yaml`` a
+model's own keys (type, bounds, choices; the format is explained at the top of ``CEMG.schema.yaml``). A bad value
+stops the run with an ``InputError`` naming the key, the value and what is expected, instead of a ``TypeError``
+deep in training or a silent misbehaviour (``epochs: -1``).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Iterator, MutableMapping
+from typing import Any
+
+import yaml
+
+from recbole_cemg.errors import InputError
+
+PROPERTIES_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.realpath(__file__))), "properties")
+
+TYPES: dict[str, tuple[type, ...]] = {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str,),
+                                      "list": (list,), "dict": (dict,)}
+NAMES = {"int": "an integer", "float": "a number", "bool": "True or False", "str": "a string",
+         "list": "a list", "dict": "a mapping such as {key: value}"}
+
+
+@functools.cache
+def schema(model: str | None = None) -> dict[str, dict[str, Any]]:
+    """The rules for ``model``'s run: the general keys, then the model's own (which win)."""
+    rules: dict[str, dict[str, Any]] = {}
+    for path in (os.path.join(PROPERTIES_DIR, "overall.schema.yaml"),
+                 os.path.join(PROPERTIES_DIR, "model", f"{model}.schema.yaml")):
+        if os.path.isfile(path):
+            with open(path, encoding="utf-8") as f:
+                rules.update(yaml.safe_load(f) or {})
+    return rules
+
+
+def check_config(config: MutableMapping[str, Any], model: str | None = None) -> None:
+    """Raise ``InputError`` for the first key of ``config`` (a dict or RecBole ``Config``) that breaks its rule.
+
+    A dict or list value written the YAML way on the command line (``--feature_files="{text: f.npz}"``, which
+    RecBole keeps as a string) is parsed and stored back.
+    """
+    for key, rule in schema(model).items():
+        if key not in config:
+            continue
+        value = _parse_yaml_string(config[key], rule)
+        problem = violation(value, rule)
+        if problem:
+            raise InputError(f"config `{key}` = {config[key]!r}: expected {problem}. Fix it in your config file or "
+                             f"on the command line (--{key}=...).")
+        config[key] = value
+    if model in RELATIONS:
+        for key, problem in RELATIONS[model](config):
+            raise InputError(f"config `{key}` = {config[key]!r}: {problem}")
+
+
+def violation(value: Any, rule: dict[str, Any]) -> str:
+    """'' if ``value`` follows ``rule``, else what was expected ("an integer >= 1")."""
+    if value is None:
+        return "" if rule.get("nullable") else describe(rule)
+    if "choices" in rule:
+        return "" if value in rule["choices"] else describe(rule)
+    kinds = _kinds(rule)
+    kind = next((k for k in kinds if _is(value, k)), None)
+    if kind is None:
+        return describe(rule)
+    items = value if kind == "list" else [value]
+    if kind == "list" and "of" in rule and not all(_is(item, rule["of"]) for item in items):
+        return describe(rule)
+    if kind in ("list", "int", "float") and not all(_in_bounds(item, rule) for item in items):
+        return describe(rule)
+    return ""
+
+
+def describe(rule: dict[str, Any]) -> str:
+    """What ``rule`` accepts, in words: "an integer >= 1", "one of guided, concat, mean", "a list of strings"."""
+    if "choices" in rule:
+        text = "one of " + ", ".join(map(str, rule["choices"]))
+    else:
+        names = []
+        for kind in _kinds(rule):
+            name = NAMES[kind]
+            if kind == "list" and "of" in rule:
+                name = f"a list of {NAMES[rule['of']].removeprefix('an ').removeprefix('a ')}s"
+            names.append(name)
+        bounds = [f"{op} {rule[key]}" for key, op in (("min", ">="), ("above", ">"), ("max", "<="), ("below", "<"))
+                  if key in rule]
+        text = " or ".join(names) + (" " + " and ".join(bounds) if bounds else "")
+    return text + (", or ~ (none)" if rule.get("nullable") else "")
+
+
+def _kinds(rule: dict[str, Any]) -> list[str]:
+    kinds = rule.get("type", "str")
+    return kinds if isinstance(kinds, list) else [kinds]
+
+
+def _is(value: Any, kind: str) -> bool:
+    return isinstance(value, TYPES[kind]) and not (kind in ("int", "float") and isinstance(value, bool))
+
+
+def _in_bounds(number: Any, rule: dict[str, Any]) -> bool:
+    return (number >= rule.get("min", number) and number <= rule.get("max", number)
+            and ("above" not in rule or number > rule["above"]) and ("below" not in rule or number < rule["below"]))
+
+
+def _parse_yaml_string(value: Any, rule: dict[str, Any]) -> Any:
+    """``"{text: f.npz}"`` -> ``{"text": "f.npz"}`` where the rule wants a dict or list and not a string; a tuple
+    (RecBole's reading of ``--topk=5,10``) -> a list."""
+    kinds = _kinds(rule)
+    if isinstance(value, tuple) and "list" in kinds:
+        return list(value)
+    if not isinstance(value, str) or "str" in kinds or not {"dict", "list"} & set(kinds) or "choices" in rule:
+        return value
+    try:
+        return yaml.safe_load(value)
+    except yaml.YAMLError:
+        return value
+
+
+def _cemg_relations(config: MutableMapping[str, Any]) -> Iterator[tuple[str, str]]:
+    """CEMG's rules between keys, as (key, what is wrong and what to do)."""
+    topk = config["topk"] if isinstance(config["topk"], (list, tuple)) else [config["topk"]]
+    if config["num_beams"] < max(topk):
+        yield "num_beams", f"must be at least the largest topk ({max(topk)}), else the top-k lists are cut short."
+    if not config["modalities"] and not config["collab_in_fusion"]:
+        yield "modalities", "no modality to tokenize: list content modalities or set collab_in_fusion: True."
+    lora = config["lora"]
+    if lora and not (isinstance(lora.get("r", 8), int) and lora.get("r", 8) > 0):
+        yield "lora", "the LoRA rank `r` must be a positive integer."
+    if lora and not config["llm_path"]:
+        yield "lora", "LoRA needs a pretrained model in `llm_path`."
+    if config["train_all_positions"] and config["prompt_suffix"]:
+        yield "train_all_positions", ("training on all positions cannot place a `prompt_suffix`; set "
+                                      "train_all_positions: False.")
+    if config["joint_weight"] and config["generator_input"] != "items":
+        yield "joint_weight", "joint training needs the item-level generator (generator_input: items)."
+    if any(config["score_fusion_weights"]):
+        if config["generator_input"] != "items":
+            yield "score_fusion_weights", ("score fusion needs the item-level generator (generator_input: items), "
+                                           "which scores every item.")
+        if config["collab_source"].endswith(".npz"):
+            yield "score_fusion_weights", ("score fusion needs the collaborative model itself: a RecBole model name "
+                                           "or checkpoint (.pth) as `collab_source`, not a feature file.")
+
+
+RELATIONS = {"CEMG": _cemg_relations}
