@@ -63,19 +63,23 @@ def test_lora_trains_only_the_adapter_and_the_code_token_rows(tmp_path, tied):
     assert not torch.allclose(embed(new_rows), new_before)  # the code tokens learned
 
 
-def test_cemg_with_lora_checkpoints_only_trainable_weights_and_reloads(tmp_path, tiny_run_config):
+@pytest.mark.parametrize("generator_input", ["tokens", "items"])
+def test_cemg_with_lora_checkpoints_only_trainable_weights_and_reloads(tmp_path, tiny_run_config, generator_input):
     folder = save_tiny_llama(str(tmp_path / "llm"), tied=False)
     config_dict = dict(tiny_run_config["config_dict"], llm_path=folder, lora={"r": 4, "lora_alpha": 8},
-                       prompt="the user bought :", epochs=4)
+                       prompt="the user bought :", epochs=4, generator_input=generator_input)
     result = run_cemg("CEMG", "tiny", tiny_run_config["config_file_list"], config_dict)
     assert result["decoding"]["invalid_share"] == 0 and result["decoding"]["repeated_share"] == 0
     assert result["test_result"]["recall@10"] > 0.2  # 60 items: chance is 1/6
 
     checkpoint = torch.load(result["checkpoint"], weights_only=True)
     names = set(checkpoint["state_dict"])
-    generator_names = {n for n in names if n.startswith("generator.")}
-    assert generator_names and all("lora_" in n or "trainable_tokens" in n for n in generator_names)
+    adapted = {n for n in names if n.startswith("generator.model.")}
+    assert adapted and all("lora_" in n or "trainable_tokens" in n for n in adapted)
     assert not any("base_layer" in n or n.endswith("q_proj.weight") for n in names)
+    if generator_input == "items":  # the item-level generator's own layers (code embeddings, heads) train fully
+        assert {n for n in names if n.startswith("generator.")} - adapted >= {"generator.heads.0.weight",
+                                                                              "generator.code_embeddings.0.weight"}
     adapter = os.path.splitext(result["checkpoint"])[0] + ".adapter"
     with open(os.path.join(adapter, "adapter_config.json"), encoding="utf-8") as f:
         assert json.load(f)["r"] == 4

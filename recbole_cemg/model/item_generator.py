@@ -33,8 +33,8 @@ class ItemLevelGenerator(nn.Module):
                  lora: dict[str, Any] | None = None, dtype: torch.dtype = torch.float32, dropout: float = 0.1,
                  code_loss: str = "items", latent_dim: int = 0) -> None:
         super().__init__()
-        self.backbone = build_backbone(llm_path, llm_config, lora, dtype, max_positions=max_history_items + 1)
-        hidden = self.backbone.config.hidden_size
+        self.model = build_backbone(llm_path, llm_config, lora, dtype, max_positions=max_history_items + 1)
+        hidden = self.model.config.hidden_size
         self.dtype = dtype
         self.code_loss = code_loss
         self.code_embeddings = nn.ModuleList(nn.Embedding(size, hidden) for size in level_sizes)
@@ -62,7 +62,7 @@ class ItemLevelGenerator(nn.Module):
             inputs = inputs + self.latent_projection(latent)
         inputs = self.dropout(self.input_norm(inputs))
         positions = torch.arange(codes.shape[1], device=codes.device).unsqueeze(0).expand(codes.shape[0], -1)
-        out = self.backbone(inputs_embeds=inputs.to(self.dtype), position_ids=positions)
+        out = self.model(inputs_embeds=inputs.to(self.dtype), position_ids=positions)
         return self.dropout(out.last_hidden_state.float())
 
     def item_log_probs(self, states: torch.Tensor, item_codes: torch.Tensor) -> torch.Tensor:
