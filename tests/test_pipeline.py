@@ -34,7 +34,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 # ---------------------------------------------------------------------------------------------------- fixtures
-def _recorded_run(model: str, checkpoint_dir: str) -> dict:
+def _recorded_run(model: str, checkpoint_dir: str, **overrides) -> dict:
     """``run_cemg(model, "tiny")``, keeping the config, dataset, data loaders and trainer it built."""
     recorded: dict = {}
     with pytest.MonkeyPatch.context() as mp:
@@ -59,7 +59,7 @@ def _recorded_run(model: str, checkpoint_dir: str) -> dict:
         mp.setattr(quick_start, "data_preparation", recording_data_preparation)
         mp.setattr(quick_start, "get_trainer", recording_get_trainer)
         result = quick_start.run_cemg(model, "tiny", config_file_list=[TINY_CONFIG],
-                                      config_dict={"checkpoint_dir": checkpoint_dir})
+                                      config_dict={"checkpoint_dir": checkpoint_dir, **overrides})
     assert {"config", "dataset", "splits", "trainer"} <= set(recorded), "run_cemg no longer goes through " \
         "data_preparation/get_trainer of recbole_cemg.quick_start; update the recording in this test"
     train_data, valid_data, test_data = recorded["splits"]
@@ -71,6 +71,12 @@ def _recorded_run(model: str, checkpoint_dir: str) -> dict:
 @pytest.fixture(scope="module")
 def cemg(tmp_path_factory):
     return _recorded_run("CEMG", str(tmp_path_factory.mktemp("cemg_saved")))
+
+
+@pytest.fixture(scope="module")
+def cemg_tokens(tmp_path_factory):
+    """CEMG with the token-level generator (trie-constrained beam search)."""
+    return _recorded_run("CEMG", str(tmp_path_factory.mktemp("cemg_tokens_saved")), generator_input="tokens")
 
 
 @pytest.fixture(scope="module")
@@ -243,9 +249,9 @@ def test_codes_file_that_does_not_fit_is_refused(cemg, tmp_path, corruption):
 
 
 # ---------------------------------------------------------------------------------------------------- ranking
-def test_full_sort_predict_ranks_beams_first_without_ties(cemg):
-    model = cemg["model"].eval()
-    interaction = first_batch(cemg["test_data"])
+def test_full_sort_predict_ranks_beams_first_without_ties(cemg_tokens):
+    model = cemg_tokens["model"].eval()
+    interaction = first_batch(cemg_tokens["test_data"])
     batch = interaction.length
     scores = model.full_sort_predict(interaction)
     assert scores.shape == (batch, N_ITEMS + 1)
@@ -265,10 +271,10 @@ def test_full_sort_predict_ranks_beams_first_without_ties(cemg):
         assert (scores[row, rest] <= FALLBACK_SCORE).all()
 
 
-def test_cold_item_can_be_recommended(cemg):
-    model = cemg["model"].eval()
-    cold = item_id(cemg, "i59")
-    interaction = first_batch(cemg["test_data"])
+def test_cold_item_can_be_recommended(cemg_tokens):
+    model = cemg_tokens["model"].eval()
+    cold = item_id(cemg_tokens, "i59")
+    interaction = first_batch(cemg_tokens["test_data"])
     # With a beam per item, constrained decoding reaches every item, the cold one included.
     beams = model.num_beams
     try:
@@ -280,16 +286,32 @@ def test_cold_item_can_be_recommended(cemg):
     assert torch.isfinite(scores[:, cold]).all()
     # And it does show up in ordinary top-12 beams of some test users.
     found = 0
-    for batch in cemg["test_data"]:
+    for batch in cemg_tokens["test_data"]:
         history, lengths = model._history(batch[0])
         items, _ = constrained_beam_search(model.generator, model.trie, history, lengths, model.num_beams)
         found += int((items == cold).any(1).sum())
     assert found > 0
 
 
-def test_predict_equals_beam_score(cemg):
+def test_item_level_scores_every_item_exactly(cemg):
+    """The default generator: full_sort_predict is the log-probability of every item's code tuple (a distribution
+    over the items), and predict gives the same number for a given item."""
     model = cemg["model"].eval()
     interaction = first_batch(cemg["test_data"])
+    with torch.no_grad():
+        scores = model.full_sort_predict(interaction)
+        assert scores.shape == (interaction.length, N_ITEMS + 1)
+        torch.testing.assert_close(scores[:, 1:].exp().sum(1), torch.ones(interaction.length))
+        assert len(torch.unique(scores[0, 1:])) == N_ITEMS  # no ties left to topk
+        items = torch.randint(1, N_ITEMS + 1, (interaction.length,))
+        probe = Interaction({model.ITEM_SEQ: interaction[model.ITEM_SEQ],
+                             model.ITEM_SEQ_LEN: interaction[model.ITEM_SEQ_LEN], model.ITEM_ID: items})
+        torch.testing.assert_close(model.predict(probe), scores[torch.arange(interaction.length), items])
+
+
+def test_predict_equals_beam_score(cemg_tokens):
+    model = cemg_tokens["model"].eval()
+    interaction = first_batch(cemg_tokens["test_data"])
     history, lengths = model._history(interaction)
     items, beam_scores = constrained_beam_search(model.generator, model.trie, history, lengths, model.num_beams)
     for j in (0, model.num_beams // 2, model.num_beams - 1):
@@ -314,7 +336,7 @@ def test_checkpoint_is_weights_only_and_reloads(cemg):
     model = cemg["model"].eval()
     fresh = fresh_model(cemg)
     interaction = first_batch(cemg["valid_data"])
-    assert not torch.equal(fresh.generator.model.lm_head.weight, model.generator.model.lm_head.weight)
+    assert not torch.equal(fresh.generator.heads[0].weight, model.generator.heads[0].weight)
     fresh.load_checkpoint_state(state)
     assert torch.equal(fresh.item_codes, model.item_codes)
     expected = model.full_sort_predict(interaction)

@@ -1,0 +1,140 @@
+"""The item-level generator: exact scores are proper log-probabilities of the code tuples, causal states, training
+that learns a sequence pattern; in CEMG: score fusion chosen on the validation split, and joint training that reaches
+the tokenizer."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import sys
+
+import pytest
+import torch
+
+from recbole_cemg.compare import fusion_row, load_runs, summarise
+from recbole_cemg.model.item_generator import ItemLevelGenerator
+from recbole_cemg.quick_start import run_cemg
+from tests.conftest import ROOT, TINY_CONFIG
+
+LEVELS = [4, 3, 2]
+N_ITEMS = 20
+LLM_CONFIG = {"model_type": "llama", "hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1,
+              "num_attention_heads": 2, "num_key_value_heads": 2}
+
+
+def catalogue(seed: int = 0) -> torch.Tensor:
+    """Code table ``[N_ITEMS + 1, levels]`` of unique random tuples; row 0 is the padding item."""
+    g = torch.Generator().manual_seed(seed)
+    every = torch.tensor(list(itertools.product(*(range(s) for s in LEVELS))))
+    chosen = every[torch.randperm(len(every), generator=g)[:N_ITEMS]]
+    return torch.cat([torch.zeros(1, len(LEVELS), dtype=torch.long), chosen])
+
+
+def generator(code_loss: str, seed: int = 0) -> ItemLevelGenerator:
+    torch.manual_seed(seed)
+    return ItemLevelGenerator(LEVELS, collab_dim=5, max_history_items=6, llm_config=dict(LLM_CONFIG), dropout=0.0,
+                              code_loss=code_loss).eval()
+
+
+@pytest.mark.parametrize("code_loss", ["items", "levels"])
+def test_scores_are_log_probabilities_of_code_tuples(code_loss):
+    model, codes = generator(code_loss), catalogue()
+    states = torch.randn(3, 16)
+    with torch.no_grad():
+        scores = model.item_log_probs(states, codes)
+        assert scores.shape == (3, N_ITEMS + 1) and (scores[:, 0] == float("-inf")).all()
+        if code_loss == "items":  # a distribution over the items that exist
+            torch.testing.assert_close(scores[:, 1:].exp().sum(1), torch.ones(3))
+        else:  # each level its own softmax over all its codes: an item's score is the sum of its codes'
+            per_level = [torch.log_softmax(head(states) @ table.weight.T, -1)
+                         for head, table in zip(model.heads, model.code_embeddings)]
+            expected = sum(p[:, codes[1:, level]] for level, p in enumerate(per_level))
+            torch.testing.assert_close(scores[:, 1:], expected)
+            every = torch.tensor(list(itertools.product(*(range(s) for s in LEVELS))))
+            all_tuples = sum(p[:, every[:, level]] for level, p in enumerate(per_level))
+            torch.testing.assert_close(all_tuples.exp().sum(1), torch.ones(3))  # normalised over all tuples
+
+
+def test_states_are_causal_and_ignore_what_follows():
+    model, codes = generator("items"), catalogue()
+    items = torch.randint(1, N_ITEMS + 1, (2, 6), generator=torch.Generator().manual_seed(1))
+    collab = torch.randn(N_ITEMS + 1, 5)
+    changed = items.clone()
+    changed[:, 4:] = torch.tensor([[3, 0], [0, 0]])  # different (or padding) items after position 3
+    with torch.no_grad():
+        before = model.states(codes[items], collab[items])
+        after = model.states(codes[changed], collab[changed])
+    torch.testing.assert_close(before[:, :4], after[:, :4])
+    assert not torch.allclose(before[:, 4:], after[:, 4:])
+
+
+@pytest.mark.parametrize("code_loss", ["items", "levels"])
+def test_training_learns_the_next_item_and_ranks_it_first(code_loss):
+    """Histories follow item i -> item i + 1: after training, the next item has the highest exact score."""
+    model, codes = generator(code_loss, seed=1).train(), catalogue()
+    collab = torch.randn(N_ITEMS + 1, 5, generator=torch.Generator().manual_seed(2))
+    starts = torch.arange(1, N_ITEMS - 5)
+    windows = starts.unsqueeze(1) + torch.arange(6).unsqueeze(0)  # [users, 6] consecutive items
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    losses = []
+    for _ in range(150):
+        states = model.states(codes[windows[:, :-1]], collab[windows[:, :-1]])
+        loss = model.loss(states.flatten(0, 1), windows[:, 1:].flatten(), codes)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.2 * losses[0]
+    model.eval()
+    with torch.no_grad():
+        states = model.states(codes[windows[:, :-1]], collab[windows[:, :-1]])[:, -1]
+        top = model.item_log_probs(states, codes).argmax(1)
+    assert (top == windows[:, -1]).float().mean() >= 0.9
+
+
+# ------------------------------------------------------------------------------------------ inside CEMG
+@pytest.fixture(scope="module")
+def fused_run(tmp_path_factory):
+    """One tiny run with score fusion and joint training on."""
+    folder = tmp_path_factory.mktemp("fusion")
+    config = {"checkpoint_dir": str(folder), "score_fusion_weights": [0, 0.5, 2], "joint_weight": 0.1, "epochs": 8}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(ROOT)
+        mp.setattr(sys, "argv", ["pytest"])  # RecBole's Config reads --key=value from the command line
+        return run_cemg("CEMG", "tiny", [TINY_CONFIG], config)
+
+
+def test_score_fusion_is_chosen_on_valid_and_reported_beside_the_pure_ranker(fused_run):
+    fusion = fused_run["score_fusion"]
+    valid = {float(w): v for w, v in fusion["valid_by_weight"].items()}
+    assert set(valid) == {0.0, 0.5, 2.0}
+    assert fusion["weight"] == max(valid, key=valid.get)
+    assert fusion["best_valid_result"]["ndcg@10"] == pytest.approx(valid[fusion["weight"]])
+    # weight 0 is the pure generative ranker: its valid score is the run's own best valid result
+    assert valid[0.0] == pytest.approx(fused_run["best_valid_result"]["ndcg@10"])
+    rows = summarise([fused_run])
+    assert [r["model"] for r in rows] == ["CEMG", "CEMG + collab score"]
+    assert rows[1]["test ndcg@10"] == pytest.approx(fusion["test_result"]["ndcg@10"])
+    assert fusion_row(fused_run)["test_result"] == fusion["test_result"]
+
+
+def test_joint_training_reaches_the_tokenizer(fused_run, tmp_path, tiny_run_config):
+    """The checkpoint's tokenizer differs from the tokenizer that fixed the codes (its saved .codes.json run)."""
+    state = torch.load(fused_run["checkpoint"], weights_only=True)["state_dict"]
+    staged = run_cemg("CEMG", "tiny", tiny_run_config["config_file_list"],
+                      dict(tiny_run_config["config_dict"], epochs=1))
+    staged_state = torch.load(staged["checkpoint"], weights_only=True)["state_dict"]
+    # same seed and data: the staged run's tokenizer is the one the joint run started from
+    encoder = "tokenizer.rqvae.encoder.0.weight"
+    assert not torch.allclose(state[encoder], staged_state[encoder])
+    assert torch.equal(state["item_codes"], staged_state["item_codes"])  # no re-coding asked for
+    assert "generator.latent_projection.weight" in state
+
+
+def test_runs_load_from_result_files_and_comparisons(fused_run, tmp_path):
+    single = tmp_path / "one.json"
+    single.write_text(json.dumps(fused_run, default=str))
+    compared = tmp_path / "table.json"
+    compared.write_text(json.dumps({"runs": [fused_run, fused_run], "summary": []}, default=str))
+    assert len(load_runs(str(single))) == 1
+    assert len(load_runs(str(tmp_path / "table"))) == 2
