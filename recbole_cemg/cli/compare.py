@@ -1,6 +1,7 @@
-"""Side-by-side benchmark: RecBole baselines and CEMG on one data set, same split and protocol, one process.
+"""Side-by-side benchmark: RecBole baselines and CEMG on one data set, same split and protocol, one process:
+``cemg-compare`` once installed, or ``python benchmarks/compare.py`` in a checkout (the same options).
 
-    python benchmarks/compare.py --dataset=Beauty --data_path=../shared/data/amazon14_beauty_sports_toys \
+    cemg-compare --dataset=Beauty --data_path=../shared/data/amazon14_beauty_sports_toys \
         --feature_path=.devrun/beauty --models=SASRec,CEMG --output=benchmarks/results/beauty-h100
 
 To save a second SASRec training, CEMG reads its collaborative embeddings from the SASRec run of the same
@@ -13,12 +14,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from recbole_cemg.compare import (compare_models, literal_value, markdown_table, parse_variant,  # noqa: E402
-                                  split_models, summarise, write_outputs)
+from recbole_cemg.compare import (compare_models, literal_value, markdown_table, parse_variant, split_models,
+                                  summarise, write_outputs)
 
 
 def main() -> None:

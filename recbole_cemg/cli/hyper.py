@@ -1,6 +1,7 @@
-"""Hyper-parameter search with RecBole's HyperTuning (hyperopt) and the plugin's objective function.
+"""Hyper-parameter search with RecBole's HyperTuning (hyperopt) and the plugin's objective function: ``cemg-hyper``
+once installed, or ``python run_hyper.py`` in a checkout (the same options).
 
-    python run_hyper.py --model=CEMG --dataset=ml-100k --params_file=hyper/cemg.hyper \
+    cemg-hyper --model=CEMG --dataset=ml-100k --params_file=hyper/cemg.hyper \
         --output_file=results/hyper-cemg --algo=random --max_evals=20
 
 Works for CEMG and any RecBole model. Each trial is a full training run scored on the valid metric. Writes

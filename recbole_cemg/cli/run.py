@@ -1,12 +1,13 @@
-"""Train and evaluate CEMG (or any RecBole model) with RecBole's protocol.
+"""Train and evaluate CEMG (or any RecBole model) with RecBole's protocol: ``cemg-run`` once installed, or
+``python run_cemg.py`` in a checkout (the same options).
 
-    python run_cemg.py --dataset=ml-100k
-    python run_cemg.py --model=SASRec --dataset=ml-100k --result_file=results/sasrec.json
-    python run_cemg.py --dataset=ml-100k --config_files="my.yaml other.yaml" --num_beams=30
-    python run_cemg.py --dataset=ml-100k --compare=SASRec,GRU4Rec,CEMG --seeds=2020,2021 --output=results/ml-100k
-    python run_cemg.py --dataset=ml-100k --compare="CEMG,CEMG[fusion=concat],CEMG[modalities=[]]" --output=ablation
-    python run_cemg.py --dataset=ml-100k --nproc=2                  # data-parallel over 2 GPUs (or CPU processes)
-    python run_cemg.py --dataset=ml-100k --resume=saved/CEMG-<time>.pth   # continue an interrupted run
+    cemg-run --dataset=ml-100k
+    cemg-run --model=SASRec --dataset=ml-100k --result_file=results/sasrec.json
+    cemg-run --dataset=ml-100k --config_files="my.yaml other.yaml" --num_beams=30
+    cemg-run --dataset=ml-100k --compare=SASRec,GRU4Rec,CEMG --seeds=2020,2021 --output=results/ml-100k
+    cemg-run --dataset=ml-100k --compare="CEMG,CEMG[fusion=concat],CEMG[modalities=[]]" --output=ablation
+    cemg-run --dataset=ml-100k --nproc=2                  # data-parallel over 2 GPUs (or CPU processes)
+    cemg-run --dataset=ml-100k --resume=saved/CEMG-<time>.pth   # continue an interrupted run
 
 Any further ``--key=value`` overrides a config value, as with RecBole's own run script.
 """
