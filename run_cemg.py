@@ -1,60 +1,9 @@
-"""Train and evaluate CEMG (or any RecBole model) with RecBole's protocol.
+"""Train and evaluate CEMG (or any RecBole model) from a checkout; installed, the same command is ``cemg-run``.
 
-    python run_cemg.py --dataset=ml-100k
-    python run_cemg.py --model=SASRec --dataset=ml-100k --result_file=results/sasrec.json
-    python run_cemg.py --dataset=ml-100k --config_files="my.yaml other.yaml" --num_beams=30
-    python run_cemg.py --dataset=ml-100k --compare=SASRec,GRU4Rec,CEMG --seeds=2020,2021 --output=results/ml-100k
-    python run_cemg.py --dataset=ml-100k --compare="CEMG,CEMG[fusion=concat],CEMG[modalities=[]]" --output=ablation
-    python run_cemg.py --dataset=ml-100k --nproc=2                  # data-parallel over 2 GPUs (or CPU processes)
-    python run_cemg.py --dataset=ml-100k --resume=saved/CEMG-<time>.pth   # continue an interrupted run
-
-Any further ``--key=value`` overrides a config value, as with RecBole's own run script.
+See ``recbole_cemg/cli/run.py`` (or ``python run_cemg.py --help``) for the options.
 """
 
-from __future__ import annotations
-
-import argparse
-import json
-
-from recbole_cemg.compare import compare_models, markdown_table, split_models, summarise, write_outputs
-from recbole_cemg.errors import add_debug_flag, command_line
-from recbole_cemg.io import atomic_write
-from recbole_cemg.quick_start import run
-
-
-@command_line("run_cemg")
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", "-m", default="CEMG", help="CEMG or any RecBole model name (SASRec, GRU4Rec ...)")
-    parser.add_argument("--dataset", "-d", default="ml-100k", help="dataset name (ml-100k ships with RecBole)")
-    parser.add_argument("--config_files", default=None, help="config files, separated by spaces")
-    parser.add_argument("--result_file", default=None, help="write the results as one JSON object to this path")
-    parser.add_argument("--compare", default=None, help="comma-separated models (or variants such as "
-                        "CEMG[fusion=concat]) to train and tabulate one by one")
-    parser.add_argument("--seeds", default=None, help="with --compare: comma-separated seeds to repeat each model")
-    parser.add_argument("--output", default=None, help="with --compare: prefix of the .json/.csv/.md/.png outputs")
-    parser.add_argument("--nproc", type=int, default=1, help="processes on this machine (one per GPU)")
-    parser.add_argument("--world_size", type=int, default=-1, help="processes on all machines (default: nproc)")
-    parser.add_argument("--ip", default="localhost", help="address of the machine with rank 0")
-    parser.add_argument("--port", default="5678", help="free port on the machine with rank 0")
-    parser.add_argument("--group_offset", type=int, default=0, help="rank of this machine's first process")
-    add_debug_flag(parser)
-    args, _ = parser.parse_known_args()
-    config_files = args.config_files.split() if args.config_files else None
-    if args.compare:
-        seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
-        rows = compare_models(split_models(args.compare), args.dataset, config_files, seeds=seeds)
-        summary = summarise(rows)
-        print(markdown_table(summary))
-        if args.output:
-            print("written:", ", ".join(write_outputs(rows, summary, args.output)))
-        return
-    result = run(args.model, args.dataset, config_files, nproc=args.nproc, world_size=args.world_size, ip=args.ip,
-                 port=args.port, group_offset=args.group_offset)
-    if args.result_file and result is not None:
-        with atomic_write(args.result_file, "w", encoding="utf-8") as f:
-            json.dump(result, f, indent=2, default=str)
-
+from recbole_cemg.cli.run import main
 
 if __name__ == "__main__":
     main()

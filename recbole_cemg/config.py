@@ -13,9 +13,8 @@ from recbole_cemg import compat
 from recbole_cemg.distributed import join_cpu_process_group, uses_gpu
 from recbole_cemg.errors import InputError, MissingFileError
 from recbole_cemg.schema import check_config
+from recbole_cemg.shipped import PROPERTIES_DIR, shipped_path
 from recbole_cemg.utils import get_model
-
-PROPERTIES_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.realpath(__file__))), "properties")
 
 
 class Config(RecBoleConfig):
@@ -84,6 +83,8 @@ class Config(RecBoleConfig):
         for file in files + [dataset_file]:
             if os.path.isfile(file):
                 loaded = self._update_internal_config_dict(file) or {}
+                if loaded.get("feature_path"):  # e.g. the ml-100k features in assets/, shipped with the plugin
+                    self.internal_config_dict["feature_path"] = shipped_path(loaded["feature_path"])
                 if file == dataset_file:
                     self.parameters["Dataset"] += [k for k in loaded if k not in self.parameters["Dataset"]]
         model_block = self.internal_config_dict.pop(model, None)

@@ -16,8 +16,8 @@ from typing import Any
 import yaml
 
 from recbole_cemg.errors import InputError
+from recbole_cemg.shipped import PROPERTIES_DIR
 
-PROPERTIES_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.realpath(__file__))), "properties")
 
 TYPES: dict[str, tuple[type, ...]] = {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str,),
                                       "list": (list,), "dict": (dict,)}

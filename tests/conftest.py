@@ -29,6 +29,42 @@ def generator_losses(log: str) -> dict[int, str]:
                                                   generator)}
 
 
+def last_weights(checkpoint: str) -> dict[str, torch.Tensor]:
+    """The float weights a run had after its last epoch (its resume state), whichever epoch was best."""
+    from recbole_cemg.resume import state_path
+
+    state = torch.load(state_path(checkpoint), map_location="cpu", weights_only=True)["model"]
+    return {name: value for name, value in state.items() if value.is_floating_point()}
+
+
+def assert_weights_agree(actual: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], atol: float) -> None:
+    """Trained weights that must be the same up to float rounding. Rounding differs between CPUs and its effect
+    grows over the epochs, so ``atol`` is set per test, well above what was observed and well below what training
+    something else (another seed, a missing gradient all-reduce) gives."""
+    assert actual.keys() == expected.keys() and expected
+    for name, value in expected.items():
+        assert (actual[name] - value).abs().max() <= atol, name
+
+
+def assert_metrics_agree(actual: dict, expected: dict, users: int = 3, total: int = 120) -> None:
+    """Metrics of two runs that trained the same weights up to float rounding: where beam scores nearly tie, that
+    rounding (which differs between CPUs) can still flip a few users' rankings, so up to ``users`` of the ``total``
+    test users may count differently. Exact equality would depend on the machine's float rounding."""
+    for split in ("best_valid_result", "test_result"):
+        assert actual[split].keys() == expected[split].keys()
+        for metric, value in expected[split].items():
+            assert actual[split][metric] == pytest.approx(value, abs=users / total + 1e-4), (split, metric)
+
+
+def numbers(value) -> list[float]:
+    """Every number of a nested result (dicts in key order, lists), to compare two results within a tolerance."""
+    if isinstance(value, dict):
+        return [n for key in sorted(value) for n in numbers(value[key])]
+    if isinstance(value, (list, tuple)):
+        return [n for item in value for n in numbers(item)]
+    return [float(value)] if isinstance(value, (int, float)) else []
+
+
 @pytest.fixture
 def stops_with(capsys):
     """``with stops_with(regex):`` the call inside ends its program as a user error does (``recbole_cemg.errors``):

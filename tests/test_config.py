@@ -1,5 +1,7 @@
 """The plugin's Config: YAML precedence, model blocks in dataset files, and config validation."""
 
+import os
+
 import pytest
 
 from recbole_cemg.config import Config
@@ -23,6 +25,18 @@ def test_dataset_model_block_applies_only_to_its_model():
     assert cemg["epochs"] == 8 and cemg["codebook_size"] == 64  # from the CEMG block of ml-100k.yaml
     assert sasrec["epochs"] == 200 and sasrec["train_batch_size"] == 2048  # the baseline keeps its settings
     assert Config("CEMG", "ml-100k", config_dict={"epochs": 3})["epochs"] == 3  # the user still wins
+
+
+def test_shipped_features_are_found_from_any_folder_and_user_paths_stay_relative(tmp_path, monkeypatch):
+    from recbole_cemg.data.features import feature_file
+    from recbole_cemg.shipped import SHIPPED_ROOT
+
+    monkeypatch.chdir(tmp_path)
+    shipped = feature_file(Config("CEMG", "ml-100k"), "text")
+    assert shipped == os.path.join(SHIPPED_ROOT, "assets", "ml-100k", "ml-100k.text.npz") and os.path.isfile(shipped)
+    (tmp_path / "mine").mkdir()
+    assert feature_file(Config("CEMG", "ml-100k", config_dict={"feature_path": "mine"}), "text") == \
+        os.path.join("mine", "ml-100k.text.npz")
 
 
 def test_unknown_model_is_named():

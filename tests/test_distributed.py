@@ -1,9 +1,16 @@
 """Data-parallel training in 2 CPU processes (gloo), the way RecBole runs it, against 1 process.
 
-The runs use settings under which 2 processes should compute what 1 process computes up to float rounding: no
-shuffling (each global batch is then split exactly between the processes) and no dropout. Stated tolerances:
-collaborative embeddings within 1e-4; with the same item codes, generator training losses within 1% per epoch and
-every metric within 0.03 (under 4 of the 120 test users).
+The runs use settings under which 2 processes compute what 1 process computes up to float rounding: no shuffling
+(each global batch is then split exactly between the processes) and no dropout; for the generator, the same item
+codes and the loss on the last item only (every row then has the same number of target tokens, so the mean of the two
+processes' mean losses is the global mean; with ``train_all_positions`` each process averages over its own windows'
+tokens, which weights them slightly differently from one process).
+
+What is compared, and why it is robust: the collaborative embeddings within 1e-4 (observed 1.2e-7) and the weights
+after the last generator epoch within 1e-3 (observed 1.5e-5); float rounding differs between CPUs, so equality is
+not asked for. With only the first process's gradients used, the generator's weights differed by 0.1 to 0.37. The
+metrics follow from those weights; where beam scores nearly tie they may still differ, so they are compared within
+3 of the 120 test users.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ import torch.multiprocessing as mp
 from torch.utils.data.distributed import DistributedSampler
 
 from recbole_cemg.distributed import gather_rows
-from tests.conftest import ROOT, generator_losses
+from tests.conftest import ROOT, assert_metrics_agree, assert_weights_agree, generator_losses, last_weights
 
 SETTINGS = """
 shuffle: False
@@ -71,16 +78,17 @@ def test_two_processes_train_the_collaborative_model_like_one(single, tmp_path):
 
 
 def test_two_processes_train_the_generator_like_one(single, tmp_path):
-    folder, one, one_log = single
-    two, two_log = run(tmp_path, "--nproc=2", f"--port={free_port()}",
-                       f"--tokenizer_path={artifact(folder, '.codes.json')}")
+    codes = f"--tokenizer_path={artifact(single[0], '.codes.json')}"
+    one, one_log = run(tmp_path / "one", codes, "--train_all_positions=False")
+    two, two_log = run(tmp_path / "two", codes, "--train_all_positions=False", "--nproc=2", f"--port={free_port()}")
+    assert_weights_agree(last_weights(two["checkpoint"]), last_weights(one["checkpoint"]), atol=1e-3)
+    # The first process logs the loss of its half of each batch: close to the whole batch's, not equal.
     one_losses, two_losses = generator_losses(one_log), generator_losses(two_log)
     assert one_losses.keys() == two_losses.keys() == set(range(6))
     for epoch in one_losses:
-        assert float(two_losses[epoch]) == pytest.approx(float(one_losses[epoch]), rel=0.01), epoch
-    for split in ("best_valid_result", "test_result"):
-        for metric, value in one[split].items():
-            assert two[split][metric] == pytest.approx(value, abs=0.03), (split, metric)
+        assert float(two_losses[epoch]) == pytest.approx(float(one_losses[epoch]), rel=0.05), epoch
+    assert two["decoding"]["users"] == 120
+    assert_metrics_agree(two, one)
 
 
 def _gather_in_process(rank: int, world: int, port: int, total: int, out) -> None:

@@ -1,12 +1,15 @@
 """A run killed (SIGKILL) in the collaborative stage, resumed, killed again in the generator stage and resumed again
 reaches the result of an uninterrupted run.
 
-What the resume restores is checked exactly: the collaborative embeddings and codes are identical, and the first
-resumed generator epoch has the very same training loss as in the uninterrupted run (same weights, optimizer state,
-batch order and random state). Later epochs can drift in the last float bits on the CPU: at some step the two runs
-compute slightly different gradients from bitwise identical weights, optimizer state and batch (recomputing a
-gradient within one run is deterministic, so it is not state the resume misses). The final metrics are therefore
-compared within one test user's worth (1/120) per metric.
+What the resume restores shows in the first resumed generator epoch: on our CPU it has the very same training loss
+as in the uninterrupted run (same weights, optimizer state, batch order and random state). Later epochs can drift:
+at some step the two runs compute slightly different gradients from bitwise identical weights, optimizer state and
+batch (recomputing a gradient within one run is deterministic, so it is not state the resume misses), how often
+depends on the CPU, and over the remaining epochs the difference grows (final generator weights 1% apart, in relative
+norm, in one run on our CPU). So the checks allow for float rounding: the first resumed epoch's logged loss within
+1e-4 relative (a few units of its last logged digit; a lost optimizer state or batch order changes it by far more),
+the tokenizer statistics within 1e-3 (trained on the resumed collaborative embeddings) and the final metrics within 3
+of the 120 test users (observed: 1).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import pytest
 import torch
 
 from recbole_cemg.resume import interrupted_run
-from tests.conftest import generator_losses
+from tests.conftest import assert_metrics_agree, generator_losses, numbers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Long enough stages that the kills land inside them; the same settings for every run of this file.
@@ -43,7 +46,7 @@ def finish(process: subprocess.Popen, log_path) -> str:
 
 def kill_when(process: subprocess.Popen, pattern: str, min_epoch: int) -> str:
     """SIGKILL ``process`` as soon as the resume state matching ``pattern`` records ``min_epoch`` finished epochs."""
-    deadline = time.time() + 300
+    deadline = time.time() + 600  # as long as a whole run may take (finish): a loaded machine is slow, not wrong
     while time.time() < deadline:
         assert process.poll() is None, "the run ended before it could be interrupted"
         for path in glob.glob(pattern):
@@ -86,13 +89,11 @@ def test_killed_twice_then_resumed_gives_the_uninterrupted_result(tmp_path, unin
     assert f"resumed from {checkpoint.replace('.pth', '.resume.pth')}" in third
     first_resumed = int(re.search(r"resumed from \S+?CEMG-[^ ]*?\.resume\.pth: epoch (\d+)", third).group(1)) + 1
     losses = generator_losses(third)
-    assert min(losses) == first_resumed and losses[first_resumed] == expected_losses[first_resumed]
+    assert min(losses) == first_resumed
+    assert float(losses[first_resumed]) == pytest.approx(float(expected_losses[first_resumed]), rel=1e-4)
     resumed = json.loads((tmp_path / "result.json").read_text())
-    assert resumed["tokenizer"] == expected["tokenizer"]
-    for split in ("test_result", "best_valid_result"):
-        assert resumed[split].keys() == expected[split].keys()
-        for metric, value in expected[split].items():
-            assert resumed[split][metric] == pytest.approx(value, abs=1 / 120 + 1e-4), (split, metric)
+    assert numbers(resumed["tokenizer"]) == pytest.approx(numbers(expected["tokenizer"]), rel=1e-3, abs=1e-6)
+    assert_metrics_agree(resumed, expected)
     assert not glob.glob(str(saved / ".*.tmp"))  # atomic writes left no half-written file behind
 
 

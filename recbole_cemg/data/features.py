@@ -23,8 +23,7 @@ import torch
 
 from recbole_cemg.errors import InputError, MissingFileError
 from recbole_cemg.io import atomic_write
-
-PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.realpath(__file__))))
+from recbole_cemg.shipped import SHIPPED_ROOT
 
 
 @dataclass
@@ -113,10 +112,11 @@ def align_item_features(stored: ItemFeatures, token2id: dict, n_items: int, name
 
 
 def resolve_path(path: str) -> str:
-    """A relative path is looked up from the working directory, then from the project root."""
+    """A relative path is looked up from the working directory, then from the folder of the plugin's shipped files
+    (the checkout's root), so a repository-relative path also works from elsewhere."""
     if os.path.isabs(path) or os.path.exists(path):
         return path
-    candidate = os.path.join(PROJECT_ROOT, path)
+    candidate = os.path.join(SHIPPED_ROOT, path)
     return candidate if os.path.exists(candidate) else path
 
 
