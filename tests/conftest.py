@@ -1,4 +1,5 @@
 import importlib.util
+import itertools
 import json
 import os
 import re
@@ -20,6 +21,14 @@ def load_script(name: str) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def code_catalogue(levels: list[int], n_items: int, seed: int = 0) -> torch.Tensor:
+    """Code table ``[n_items + 1, levels]`` of unique random tuples; row 0 is the padding item."""
+    g = torch.Generator().manual_seed(seed)
+    every = torch.tensor(list(itertools.product(*(range(s) for s in levels))))
+    chosen = every[torch.randperm(len(every), generator=g)[:n_items]]
+    return torch.cat([torch.zeros(1, len(levels), dtype=torch.long), chosen])
 
 
 def generator_losses(log: str) -> dict[int, str]:

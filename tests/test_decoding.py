@@ -3,27 +3,19 @@ input layout and losses, on a tiny randomly initialised Llama."""
 
 from __future__ import annotations
 
-import itertools
 
 import pytest
 import torch
 
 from recbole_cemg.model.decoding import CodeTrie, constrained_beam_search
 from recbole_cemg.model.generator import BOS, PAD, CodeGenerator
+from tests.conftest import code_catalogue
 
 LEVELS = [4, 4, 3]
 N_ITEMS = 25
 MAX_HISTORY = 4
 LLM_CONFIG = {"model_type": "llama", "hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1,
               "num_attention_heads": 2, "num_key_value_heads": 2}
-
-
-def catalogue(seed: int = 0) -> torch.Tensor:
-    """Code table ``[N_ITEMS + 1, levels]`` of unique random tuples; row 0 is the padding item."""
-    g = torch.Generator().manual_seed(seed)
-    every = torch.tensor(list(itertools.product(*(range(s) for s in LEVELS))))
-    chosen = every[torch.randperm(len(every), generator=g)[:N_ITEMS]]
-    return torch.cat([torch.zeros(1, len(LEVELS), dtype=torch.long), chosen])
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +30,7 @@ def generator():
 
 @pytest.fixture(scope="module")
 def codes():
-    return catalogue()
+    return code_catalogue(LEVELS, N_ITEMS)
 
 
 @pytest.fixture(scope="module")

@@ -14,20 +14,12 @@ import torch
 from recbole_cemg.compare import fusion_row, load_runs, summarise
 from recbole_cemg.model.item_generator import ItemLevelGenerator
 from recbole_cemg.quick_start import run_cemg
-from tests.conftest import ROOT, TINY_CONFIG
+from tests.conftest import ROOT, TINY_CONFIG, code_catalogue
 
 LEVELS = [4, 3, 2]
 N_ITEMS = 20
 LLM_CONFIG = {"model_type": "llama", "hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1,
               "num_attention_heads": 2, "num_key_value_heads": 2}
-
-
-def catalogue(seed: int = 0) -> torch.Tensor:
-    """Code table ``[N_ITEMS + 1, levels]`` of unique random tuples; row 0 is the padding item."""
-    g = torch.Generator().manual_seed(seed)
-    every = torch.tensor(list(itertools.product(*(range(s) for s in LEVELS))))
-    chosen = every[torch.randperm(len(every), generator=g)[:N_ITEMS]]
-    return torch.cat([torch.zeros(1, len(LEVELS), dtype=torch.long), chosen])
 
 
 def generator(code_loss: str, seed: int = 0) -> ItemLevelGenerator:
@@ -38,7 +30,7 @@ def generator(code_loss: str, seed: int = 0) -> ItemLevelGenerator:
 
 @pytest.mark.parametrize("code_loss", ["items", "levels"])
 def test_scores_are_log_probabilities_of_code_tuples(code_loss):
-    model, codes = generator(code_loss), catalogue()
+    model, codes = generator(code_loss), code_catalogue(LEVELS, N_ITEMS)
     states = torch.randn(3, 16)
     with torch.no_grad():
         scores = model.item_log_probs(states, codes)
@@ -56,7 +48,7 @@ def test_scores_are_log_probabilities_of_code_tuples(code_loss):
 
 
 def test_states_are_causal_and_ignore_what_follows():
-    model, codes = generator("items"), catalogue()
+    model, codes = generator("items"), code_catalogue(LEVELS, N_ITEMS)
     items = torch.randint(1, N_ITEMS + 1, (2, 6), generator=torch.Generator().manual_seed(1))
     collab = torch.randn(N_ITEMS + 1, 5)
     changed = items.clone()
@@ -71,7 +63,7 @@ def test_states_are_causal_and_ignore_what_follows():
 @pytest.mark.parametrize("code_loss", ["items", "levels"])
 def test_training_learns_the_next_item_and_ranks_it_first(code_loss):
     """Histories follow item i -> item i + 1: after training, the next item has the highest exact score."""
-    model, codes = generator(code_loss, seed=1).train(), catalogue()
+    model, codes = generator(code_loss, seed=1).train(), code_catalogue(LEVELS, N_ITEMS)
     collab = torch.randn(N_ITEMS + 1, 5, generator=torch.Generator().manual_seed(2))
     starts = torch.arange(1, N_ITEMS - 5)
     windows = starts.unsqueeze(1) + torch.arange(6).unsqueeze(0)  # [users, 6] consecutive items
