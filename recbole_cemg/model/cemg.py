@@ -101,13 +101,20 @@ class CEMG(SequentialRecommender):
         epochs = self.tokenizer.fit(inputs, items, config["tokenizer_epochs"], config["tokenizer_learning_rate"],
                                     config["tokenizer_batch_size"], config["tokenizer_eval_step"],
                                     config["tokenizer_stopping_step"], show_progress=show_progress, generator=seed)
-        encoded = self.tokenizer.encode(inputs.rows(items))
-        codes = deduplicate(encoded["codes"], encoded["residual"], config["dedup_size"])
-        self.set_codes(torch.cat([torch.zeros_like(codes[:1]), codes]))
+        encoded, codes = self.encode_items(inputs)
+        self.set_codes(codes)
         weights = encoded["weights"].mean(0).tolist()
-        self.tokenizer_report = make_report(encoded["codes"], codes, self.level_sizes, encoded["reconstruction"],
+        self.tokenizer_report = make_report(encoded["codes"], codes[1:], self.level_sizes, encoded["reconstruction"],
                                             epochs, dict(zip(self.tokenizer.modality_names, weights)))
         return self.tokenizer_report
+
+    def encode_items(self, inputs: TokenizerInputs) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """Encode every item with the tokenizer as it is now: the encoder's output, and the unique code table
+        ``[items, levels]`` after de-duplication, row 0 for the padding item."""
+        items = torch.arange(1, self.n_items, device=inputs.collab.device)
+        encoded = self.tokenizer.encode(inputs.rows(items))
+        codes = deduplicate(encoded["codes"], encoded["residual"], self.config["dedup_size"])
+        return encoded, torch.cat([torch.zeros_like(codes[:1]), codes])
 
     def set_codes(self, codes: torch.Tensor) -> None:
         """Install the code table ``[items, levels]`` (row 0: padding item) and build the decoding trie. The codes
@@ -121,10 +128,7 @@ class CEMG(SequentialRecommender):
     def recode(self) -> float:
         """Joint training: re-encode every item with the tokenizer as trained so far and install the new unique
         codes (ETEGRec's alternation); returns the share of items whose code tuple changed."""
-        inputs = self.tokenizer_inputs().to(self.item_codes.device)
-        encoded = self.tokenizer.encode(inputs.rows(torch.arange(1, self.n_items, device=self.item_codes.device)))
-        codes = deduplicate(encoded["codes"], encoded["residual"], self.config["dedup_size"])
-        codes = torch.cat([torch.zeros_like(codes[:1]), codes])
+        _, codes = self.encode_items(self.tokenizer_inputs().to(self.item_codes.device))
         changed = float((codes != self.item_codes).any(1)[1:].float().mean())
         self.set_codes(codes)
         return changed
