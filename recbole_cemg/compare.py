@@ -15,16 +15,20 @@ import re
 import statistics
 import traceback
 from logging import getLogger
-from typing import Any
+from typing import Any, Callable
 
 from recbole_cemg.config import read_config_file
 from recbole_cemg.errors import InputError, MissingFileError, UserError
+from recbole_cemg.evaluation import UserResults, read_user_results, store_user_results
 from recbole_cemg.io import atomic_write
-from recbole_cemg.quick_start import run_cemg
+from recbole_cemg.quick_start import run_cemg, run_score_ensemble
+from recbole_cemg.significance import POPULARITY_BUCKETS, paired_difference, popularity_breakdown
 
 METRICS = ("recall@5", "ndcg@5", "recall@10", "ndcg@10")
 # Test users whose target item was held out of training (cold_item_ratio), when the runs have them.
 COLD_METRICS = ("recall@10", "ndcg@10")
+# Compared user by user against the reference row, and broken down by the target's popularity.
+PAIRED_METRICS = ("ndcg@10", "recall@10")
 
 
 def parse_variant(spec: str) -> tuple[str, dict[str, Any]]:
@@ -66,28 +70,122 @@ def compare_models(models: list[str], dataset: str, config_file_list: list[str] 
     rows = []
     for model in models:
         for seed in seeds or [None]:
-            try:
-                name, variant = parse_variant(model)
-                overrides = dict(config_dict or {}, **variant)
-                if seed is not None:
-                    overrides["seed"] = seed
-                result = run_cemg(name, dataset, config_file_list, overrides)
-                rows.append({**result, "model": model, "seed": seed})
-            except Exception as error:  # noqa: BLE001 - one failing model must not take down the comparison
-                details = "" if isinstance(error, UserError) else f"\n{traceback.format_exc()}"
-                getLogger().error(f"{model} failed: {error}{details}")
-                rows.append({"model": model, "seed": seed, "error": f"{type(error).__name__}: {error}"})
+            name, variant = parse_variant(model)
+            overrides = dict(config_dict or {}, **variant)
+            if seed is not None:
+                overrides["seed"] = seed
+            rows.append(guarded_run(model, seed, lambda: run_cemg(name, dataset, config_file_list, overrides)))
     return rows
 
 
-def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Mean and standard deviation over seeds of each model's test metrics, valid NDCG@10 and seconds."""
+def guarded_run(model: str, seed: int | None, run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """``run()`` as the row of ``model``, or an error row: one failing model must not take down the comparison."""
+    try:
+        return {**run(), "model": model, "seed": seed}
+    except Exception as error:  # noqa: BLE001
+        details = "" if isinstance(error, UserError) else f"\n{traceback.format_exc()}"
+        getLogger().error(f"{model} failed: {error}{details}")
+        return {"model": model, "seed": seed, "error": f"{type(error).__name__}: {error}"}
+
+
+def compare(models: list[str], dataset: str, config_file_list: list[str] | None = None,
+            config_dict: dict[str, Any] | None = None, cemg_dict: dict[str, Any] | None = None,
+            seeds: list[int] | None = None, reuse_collab: bool = True, output: str | None = None,
+            reference: str | None = None) -> list[dict[str, Any]]:
+    """The benchmark: every model on every seed, then the baseline ensembles that the fused rows are compared
+    with (``baseline_ensembles``). CEMG reads the collaborative model of the SASRec run of its own seed when SASRec
+    is listed before it (``reuse_collab``), so no better-tuned SASRec hides inside CEMG. With ``output``, the
+    table is written after every run, so a comparison cut short keeps what it finished."""
+    rows: list[dict[str, Any]] = []
+    for model in models:
+        for seed in seeds or [None]:
+            overrides = dict(config_dict or {})
+            if parse_variant(model)[0] == "CEMG":  # CEMG and its variants, e.g. CEMG[fusion=concat]
+                overrides.update(cemg_dict or {})
+                sasrec = next((r for r in rows if r["model"] == "SASRec" and r["seed"] == seed and "error" not in r),
+                              None)
+                if sasrec and reuse_collab and "collab_source" not in overrides:
+                    overrides["collab_source"] = sasrec["checkpoint"]
+            rows += compare_models([model], dataset, config_file_list, overrides, [seed] if seed is not None else None)
+            if output:
+                report(rows, output, reference)
+    rows += baseline_ensembles(rows, dataset, config_file_list, config_dict)
+    if output:
+        report(rows, output, reference)
+    return rows
+
+
+def report(rows: list[dict[str, Any]], output: str | None, reference: str | None = None) -> list[dict[str, Any]]:
+    """Print the table of ``rows`` (and write it when ``output`` is a prefix); returns the summary."""
+    summary = summarise(rows, reference)
+    print(markdown_table(summary))
+    print("machine:", next((e["machine"] for e in summary if "machine" in e), {}))
+    if output:
+        print("written:", ", ".join(write_outputs(rows, summary, output)))
+    return summary
+
+
+def baseline_ensembles(rows: list[dict[str, Any]], dataset: str, config_file_list: list[str] | None,
+                       config_dict: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """``B + B`` for every baseline B with checkpoints of at least two seeds, whenever a row is a score fusion
+    (``CEMG + collab score``): seed i's model fused with seed i+1's (cyclically) by the same score-fusion code
+    and weights, the weight chosen on validation. B includes the collaborative model CEMG trained in its stage 1."""
+    fused = [r for r in rows if r.get("score_fusion")]
+    if not fused:
+        return []
+    weights = fused[0]["config"]["score_fusion_weights"]
+    members: dict[str, list[tuple[str, int | None, str]]] = {}  # row name -> (model, seed, checkpoint) per run
+    for row in rows:
+        if "error" in row or row.get("ensemble_of"):
+            continue
+        if parse_variant(row["model"])[0] != "CEMG" and row.get("checkpoint"):
+            members.setdefault(row["model"], []).append((row["config"]["model"], row["seed"], row["checkpoint"]))
+        elif (row.get("collaborative") or {}).get("checkpoint"):
+            members.setdefault(collaborative_name(row), []).append(
+                (row["config"]["collab_source"], row["seed"], row["collaborative"]["checkpoint"]))
+    ensembles = []
+    for name, runs in members.items():
+        for i, (model, seed, checkpoint) in enumerate(runs if len(runs) > 1 else []):
+            checkpoints = [checkpoint, runs[(i + 1) % len(runs)][2]]
+            overrides = dict(config_dict or {}, **({"seed": seed} if seed is not None else {}))
+            ensembles.append(guarded_run(f"{name} + {name}", seed, lambda: run_score_ensemble(
+                model, dataset, checkpoints, weights, config_file_list, overrides)))
+    return ensembles
+
+
+def collaborative_name(row: dict[str, Any]) -> str:
+    """The row name of the collaborative model that a CEMG run trained in its stage 1."""
+    return f"{row['config']['collab_source']} (stage 1 of {row['model']})"
+
+
+def derived_rows(row: dict[str, Any]) -> list[dict[str, Any]]:
+    """The rows a CEMG run adds beside its own: the score fusion, and its stage-1 collaborative model alone."""
+    rows = []
+    if row.get("score_fusion"):
+        rows.append(fusion_row(row))
+    if row.get("collaborative"):
+        collab = row["collaborative"]
+        rows.append({**row, **collab, "model": collaborative_name(row), "score_fusion": None, "collaborative": None})
+    return rows
+
+
+def summarise(rows: list[dict[str, Any]], reference: str | None = None) -> list[dict[str, Any]]:
+    """Per model: the number of seeds, mean and standard deviation over seeds of the test metrics, valid NDCG@10
+    and seconds; where per-user results exist, the paired difference of test NDCG@10 and Recall@10 against
+    ``reference`` (default: the first row that is not CEMG) and the metrics by the target's popularity."""
+    rows = [r for row in rows for r in [row, *derived_rows(row)]]
+    names = list(dict.fromkeys(r["model"] for r in rows))
+    if reference is None:
+        reference = next((n for n in names if parse_variant(n.split(" ")[0])[0] != "CEMG"), None)
+    elif reference not in names:
+        raise InputError(f"--reference '{reference}' is not a row of the table; rows: {', '.join(names)}.")
+    users = {name: [r["per_user"] for r in rows if r["model"] == name and isinstance(r.get("per_user"), UserResults)]
+             for name in names}
     summary = []
-    rows = rows + [fusion_row(r) for r in rows if r.get("score_fusion")]
-    for model in dict.fromkeys(r["model"] for r in rows):
+    for model in names:
         runs = [r for r in rows if r["model"] == model]
         ok = [r for r in runs if "error" not in r]
-        entry: dict[str, Any] = {"model": model, "runs": len(runs), "failed": len(runs) - len(ok)}
+        entry: dict[str, Any] = {"model": model, "runs": len(runs), "seeds": len(ok), "failed": len(runs) - len(ok)}
         if not ok:
             entry["error"] = runs[0]["error"]
             summary.append(entry)
@@ -102,6 +200,18 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         for key, series in values.items():
             entry[key] = statistics.fmean(series)
             entry[f"{key} std"] = statistics.stdev(series) if len(series) > 1 else 0.0
+        if reference and model != reference and users[model] and users.get(reference):
+            entry["reference"] = reference
+            for metric in PAIRED_METRICS:
+                diff = paired_difference(users[model], users[reference], metric)
+                entry.update({f"vs ref {metric}": diff.mean, f"vs ref {metric} low": diff.low,
+                              f"vs ref {metric} high": diff.high, f"vs ref {metric} p": diff.p_value,
+                              f"vs ref {metric} verdict": diff.verdict})
+        if users[model]:
+            for bucket in popularity_breakdown(users[model], list(PAIRED_METRICS)):
+                entry[f"popularity {bucket['bucket']} share"] = bucket["share"]
+                for metric in PAIRED_METRICS:
+                    entry[f"popularity {bucket['bucket']} {metric}"] = bucket[metric]
         entry["parameters"] = ok[0]["parameters"]
         entry["machine"] = ok[0]["machine"]
         summary.append(entry)
@@ -109,31 +219,38 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def load_runs(path: str) -> list[dict[str, Any]]:
-    """The runs of a comparison output (``prefix`` or ``prefix.json``) or of one run's result file."""
+    """The runs of a comparison output (``prefix`` or ``prefix.json``) or of one run's result file, with their
+    per-user results read back."""
     path = path if path.endswith(".json") else f"{path}.json"
     if not os.path.isfile(path):
         raise MissingFileError(f"--merge: no file {path}; give result files or the --output prefix of an earlier "
                                "comparison.")
     with open(path, encoding="utf-8") as f:
         content = json.load(f)
-    return content["runs"] if "runs" in content else [content]
+    folder = os.path.dirname(os.path.abspath(path))
+    return [read_user_results(run, folder) for run in (content["runs"] if "runs" in content else [content])]
 
 
 def fusion_row(row: dict[str, Any]) -> dict[str, Any]:
     """A score-fusion result as a row of its own, beside the pure generative row of the same run."""
     fusion = row["score_fusion"]
     return {**row, "model": f"{row['model']} + collab score", "best_valid_result": fusion["best_valid_result"],
-            "test_result": fusion["test_result"]}
+            "test_result": fusion["test_result"], "per_user": fusion.get("per_user"), "score_fusion": None,
+            "collaborative": None}
 
 
 def markdown_table(summary: list[dict[str, Any]]) -> str:
+    """The comparison table (mean ± std over seeds; paired difference against the reference row with its 95 %
+    interval, ▲/▼ where it excludes 0), then test metrics by the target item's training popularity."""
     cold = [f"cold {m}" for m in COLD_METRICS if any(f"cold {m}" in e for e in summary)]
     columns = [f"test {m}" for m in METRICS] + ["valid ndcg@10"] + cold + ["train s", "test s"]
-    lines = ["| model | " + " | ".join(columns) + " | parameters |",
-             "|---" * (len(columns) + 2) + "|"]
+    paired = [m for m in PAIRED_METRICS if any(f"vs ref {m}" in e for e in summary)]
+    reference = next((e["reference"] for e in summary if "reference" in e), None)
+    header = columns + [f"Δ {m} vs {reference}" for m in paired]
+    lines = ["| model | seeds | " + " | ".join(header) + " | parameters |", "|---" * (len(header) + 3) + "|"]
     for entry in summary:
         if "error" in entry:
-            lines.append(f"| {entry['model']} | failed: {entry['error'][:120]} |" + " |" * len(columns))
+            lines.append(f"| {entry['model']} | 0 | failed: {entry['error'][:120]} |" + " |" * len(header))
             continue
         cells = []
         for column in columns:
@@ -142,19 +259,42 @@ def markdown_table(summary: list[dict[str, Any]]) -> str:
                 continue
             digits = 1 if column.endswith(" s") else 4
             cell = f"{entry[column]:.{digits}f}"
-            if entry["runs"] > 1:
+            if entry["seeds"] > 1:
                 cell += f" ± {entry[column + ' std']:.{digits}f}"
             cells.append(cell)
-        lines.append(f"| {entry['model']} | " + " | ".join(cells) + f" | {entry['parameters']:,} |")
+        for metric in paired:
+            key = f"vs ref {metric}"
+            mark = {"win": " ▲", "loss": " ▼"}.get(entry.get(f"{key} verdict"), "")
+            cells.append(f"{entry[key]:+.4f} [{entry[key + ' low']:+.4f}, {entry[key + ' high']:+.4f}]{mark}"
+                         if key in entry else "-")
+        lines.append(f"| {entry['model']} | {entry['seeds']} | " + " | ".join(cells) + f" | {entry['parameters']:,} |")
+    if paired:
+        lines.append(f"\nΔ: paired difference of the per-user test metric against {reference} over the same test "
+                     "users (each user's mean over seeds), with the 95 % confidence interval of a paired t-test; "
+                     "▲ / ▼: a significant win / loss.")
+    buckets = [label for label, _, _ in POPULARITY_BUCKETS]
+    popular = [e for e in summary if f"popularity {buckets[0]} share" in e]
+    if popular:
+        shares = " | ".join(f"{label} ({popular[0][f'popularity {label} share']:.0%})" for label in buckets)
+        lines += ["", "Test recall@10 / ndcg@10 by the target item's interactions in the training split (share of "
+                  "test users):", "", f"| model | {shares} |", "|---" * (len(buckets) + 1) + "|"]
+        for entry in popular:
+            cells = [f"{entry[f'popularity {b} recall@10']:.4f} / {entry[f'popularity {b} ndcg@10']:.4f}"
+                     if entry[f"popularity {b} share"] else "-" for b in buckets]
+            lines.append(f"| {entry['model']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def write_outputs(rows: list[dict[str, Any]], summary: list[dict[str, Any]], prefix: str) -> list[str]:
-    """``prefix``.json (every run), .csv and .md (the summary), .png (bar chart of test metrics)."""
+    """``prefix``.json (every run; their per-user results in ``prefix``.users/), .csv and .md (the summary),
+    .png (bar chart of test metrics)."""
     paths = [f"{prefix}.json", f"{prefix}.csv", f"{prefix}.md", f"{prefix}.png"]
-    os.makedirs(os.path.dirname(os.path.abspath(prefix)), exist_ok=True)
+    folder = os.path.dirname(os.path.abspath(prefix))
+    os.makedirs(folder, exist_ok=True)
+    stored = [store_user_results(row, os.path.join(f"{prefix}.users", f"{i:02d}-{slug(row['model'])}-{row['seed']}"),
+                                 folder) for i, row in enumerate(rows)]
     with atomic_write(paths[0], "w", encoding="utf-8") as f:
-        json.dump({"runs": rows, "summary": summary}, f, indent=2, default=str)
+        json.dump({"runs": stored, "summary": summary}, f, indent=2, default=str)
     keys = sorted({k for entry in summary for k in entry if k != "machine"}, key=lambda k: (k != "model", k))
     with atomic_write(paths[1], "w", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
@@ -165,6 +305,11 @@ def write_outputs(rows: list[dict[str, Any]], summary: list[dict[str, Any]], pre
         f.write(markdown_table(summary) + "\n\nMachine: " + json.dumps(machine) + "\n")
     _bar_chart(summary, paths[3])
     return paths
+
+
+def slug(name: str) -> str:
+    """A file-name-safe form of a row name."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_")
 
 
 def _bar_chart(summary: list[dict[str, Any]], path: str) -> None:

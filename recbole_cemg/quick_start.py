@@ -9,7 +9,7 @@ import platform
 import resource
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from logging import getLogger
 from typing import Any
 
@@ -22,7 +22,10 @@ from recbole_cemg.config import Config
 from recbole_cemg.data.atomic import check_atomic_files
 from recbole_cemg.data.cold_start import choose_cold_items, cold_target_loader, remove_from_training
 from recbole_cemg.errors import MissingFileError
+from recbole_cemg.evaluation import training_item_counts
+from recbole_cemg.model.collaborative import model_from_checkpoint
 from recbole_cemg.resume import interrupted_run
+from recbole_cemg.score_fusion import ScoreEnsemble, choose_fusion_weight, fusion_summary
 from recbole_cemg.utils import get_model, get_trainer
 
 
@@ -40,16 +43,8 @@ def run_cemg(model: str | None = None, dataset: str | None = None, config_file_l
 
     seconds: dict[str, float] = {}
     start = time.perf_counter()
-    require_dataset(config)
-    check_atomic_files(config)
-    data = create_dataset(config)
-    logger.info(data)
-    train_data, valid_data, test_data = data_preparation(config, data)
-    cold = None
-    if config["cold_item_ratio"]:
-        cold = choose_cold_items(data.item_num, config["cold_item_ratio"], config["seed"])
-        train_data = remove_from_training(config, train_data, cold)
-        logger.info(f"cold start: {int(cold.sum())} items held out of training ({len(train_data.dataset)} rows left)")
+    data = prepare_data(config)
+    train_data, valid_data, test_data = data.train, data.valid, data.test
     seconds["data"] = round(time.perf_counter() - start, 3)
 
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
@@ -66,7 +61,9 @@ def run_cemg(model: str | None = None, dataset: str | None = None, config_file_l
                                                       show_progress=config["show_progress"] and verbose)
     seconds["train"] = round(time.perf_counter() - start, 3)
     start = time.perf_counter()
-    test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"] and verbose)
+    with trainer.recording_users(test_data, data.item_counts) as users:
+        test_result = trainer.evaluate(test_data, load_best_model=saved,
+                                       show_progress=config["show_progress"] and verbose)
     seconds["test"] = round(time.perf_counter() - start, 3)
 
     logger.info("The running environment of this training is as follows:\n" + get_environment(config).draw())
@@ -88,6 +85,7 @@ def run_cemg(model: str | None = None, dataset: str | None = None, config_file_l
         "config": {k: v for k, v in config.final_config_dict.items() if isinstance(v, (str, int, float, bool, list,
                                                                                       dict, type(None)))},
         "checkpoint": trainer.saved_model_file if saved else None,
+        "per_user": users[0],
     }
     report = getattr(model_instance, "tokenizer_report", None)
     if report is not None:
@@ -95,16 +93,88 @@ def run_cemg(model: str | None = None, dataset: str | None = None, config_file_l
     stats = getattr(model_instance, "decoding_stats", None)
     if stats is not None:
         result["decoding"] = stats.as_dict()
-    fusion = trainer.score_fusion(valid_data, test_data) if hasattr(trainer, "score_fusion") else None
-    if fusion is not None:
-        result["score_fusion"] = fusion
-    if cold is not None:
-        loader = cold_target_loader(config, test_data, cold)
-        cold_result = trainer.evaluate(loader, load_best_model=False) if loader is not None else None
-        result["cold_start"] = {"cold_items": int(cold.sum()), "test_users": len(loader.dataset) if loader else 0,
-                                "test_result": dict(cold_result or {})}
-        logger.info(set_color("cold-start test result", "yellow") + f": {result['cold_start']}")
+    for key in ("score_fusion", "collaborative_result"):  # CEMG's extra rows: fused ranker, its stage-1 model
+        extra = getattr(trainer, key)(valid_data, test_data, data.item_counts) if hasattr(trainer, key) else None
+        if extra is not None:
+            result[key.removesuffix("_result")] = extra
+    if data.cold is not None:
+        result["cold_start"] = cold_start_result(trainer, config, test_data, data.cold)
     return result
+
+
+@dataclass
+class PreparedData:
+    """RecBole's three data loaders, the cold-start items held out of training (or None), and the training
+    interactions per item (for the popularity breakdown of the per-user results)."""
+
+    train: Any
+    valid: Any
+    test: Any
+    cold: torch.Tensor | None
+    item_counts: torch.Tensor
+
+
+def prepare_data(config) -> PreparedData:
+    """The data set and its split as every model of a comparison sees it, cold-start items removed from training."""
+    logger = getLogger()
+    require_dataset(config)
+    check_atomic_files(config)
+    data = create_dataset(config)
+    logger.info(data)
+    train_data, valid_data, test_data = data_preparation(config, data)
+    cold = None
+    if config["cold_item_ratio"]:
+        cold = choose_cold_items(data.item_num, config["cold_item_ratio"], config["seed"])
+    counts = training_item_counts(train_data._dataset, cold)
+    if cold is not None:
+        train_data = remove_from_training(config, train_data, cold)
+        logger.info(f"cold start: {int(cold.sum())} items held out of training ({len(train_data.dataset)} rows left)")
+    return PreparedData(train_data, valid_data, test_data, cold, counts)
+
+
+def cold_start_result(trainer, config, test_data, cold: torch.Tensor) -> dict[str, Any]:
+    """The test metrics of the users whose target item was held out of training."""
+    loader = cold_target_loader(config, test_data, cold)
+    cold_result = trainer.evaluate(loader, load_best_model=False) if loader is not None else None
+    result = {"cold_items": int(cold.sum()), "test_users": len(loader.dataset) if loader else 0,
+              "test_result": dict(cold_result or {})}
+    getLogger().info(set_color("cold-start test result", "yellow") + f": {result}")
+    return result
+
+
+def run_score_ensemble(model: str, dataset: str, checkpoints: list[str], weights: list[float],
+                       config_file_list: list[str] | None = None,
+                       config_dict: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A baseline ensemble: two trained checkpoints (e.g. SASRec of two seeds) fused by CEMG's score-fusion code,
+    the weight chosen on the validation split, tested, with per-user results. No training."""
+    config = Config(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict)
+    init_seed(config["seed"], config["reproducibility"])
+    init_logger(config)
+    start = time.perf_counter()
+    data = prepare_data(config)
+    primary, secondary = (model_from_checkpoint(path, config["device"], data.train._dataset).to(config["device"])
+                          for path in checkpoints)
+    ensemble = ScoreEnsemble(primary, secondary)
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, ensemble)
+    metric = config["valid_metric"].lower()
+
+    def set_weight(weight: float) -> None:
+        ensemble.weight = weight
+
+    best, valid = choose_fusion_weight(set_weight, lambda d: trainer.evaluate(d, load_best_model=False),
+                                       [float(w) for w in weights], data.valid, metric)
+    with trainer.recording_users(data.test, data.item_counts) as users:
+        test = trainer.evaluate(data.test, load_best_model=False)
+    getLogger().info(set_color("ensemble", "yellow") + f" of {checkpoints}: weight {best}, test {test}")
+    fusion = fusion_summary(best, valid, test, metric)
+    return {"model": model, "dataset": config["dataset"], "ensemble_of": list(checkpoints),
+            "fusion_weight": best, "valid_by_weight": fusion["valid_by_weight"],
+            "best_valid_score": float(valid[best][metric]), "valid_score_bigger": config["valid_metric_bigger"],
+            "best_valid_result": fusion["best_valid_result"], "test_result": fusion["test_result"],
+            "seconds": {"train": 0.0, "test": round(time.perf_counter() - start, 3)},
+            "parameters": sum(p.numel() for p in ensemble.parameters()),
+            "machine": machine_description(config["device"]), "versions": package_versions(),
+            "seed": config["seed"], "per_user": users[0]}
 
 
 def run(model: str | None = None, dataset: str | None = None, config_file_list: list[str] | None = None,

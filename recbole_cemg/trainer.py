@@ -27,14 +27,16 @@ from recbole.utils import set_color
 from recbole_cemg.data.features import align_item_features, load_item_features, resolve_path, save_item_features
 from recbole_cemg.data.windows import windowed_train_data
 from recbole_cemg.distributed import DistributedEvaluation, barrier, is_main_process, wrap_model
+from recbole_cemg.evaluation import PerUserRecording
 from recbole_cemg.io import atomic_directory, atomic_write
 from recbole_cemg.model.collaborative import (load_checkpoint_embeddings, map_cold_items, source_kind,
                                               train_collaborative_model)
 from recbole_cemg.plots import plot_code_usage
 from recbole_cemg.resume import ResumableTraining
+from recbole_cemg.score_fusion import choose_fusion_weight, fusion_summary
 
 
-class CEMGTrainer(ResumableTraining, DistributedEvaluation, Trainer):
+class CEMGTrainer(ResumableTraining, DistributedEvaluation, PerUserRecording, Trainer):
     def __init__(self, config, model) -> None:
         super().__init__(config, model)
         self.stage_seconds: dict[str, float] = {}
@@ -133,26 +135,43 @@ class CEMGTrainer(ResumableTraining, DistributedEvaluation, Trainer):
         if verbose:
             self.logger.info(set_color("Saving current", "blue") + f": {path}")
 
-    def score_fusion(self, valid_data, test_data) -> dict | None:
+    def score_fusion(self, valid_data, test_data, item_counts: torch.Tensor) -> dict | None:
         """Score fusion: try each weight of ``score_fusion_weights`` for the collaborative model's log-probability
         on the validation split, keep the best by the valid metric (weight 0 is the pure generative ranker), and
-        test with it. Runs on the loaded best model; leaves the model pure (weight 0) afterwards."""
+        test with it (per-user results kept). Runs on the loaded best model; leaves the model pure afterwards."""
         weights = [float(w) for w in self.config["score_fusion_weights"]]
         if not any(weights):
             return None
-        metric = self.config["valid_metric"].lower()
-        valid = {}
-        for weight in weights:
-            self.model.collab_score_weight = weight
-            valid[weight] = self.evaluate(valid_data, load_best_model=False)
-            self.logger.info(f"score fusion: weight {weight} valid {metric} {valid[weight][metric]:.4f}")
-        best = max(weights, key=lambda w: valid[w][metric])
-        self.model.collab_score_weight = best
-        test = self.evaluate(test_data, load_best_model=False)
-        self.model.collab_score_weight = 0.0
+        model, metric = self.model, self.config["valid_metric"].lower()
+
+        def set_weight(weight: float) -> None:
+            model.collab_score_weight = weight
+
+        best, valid = choose_fusion_weight(set_weight, lambda data: self.evaluate(data, load_best_model=False),
+                                           weights, valid_data, metric)
+        with self.recording_users(test_data, item_counts) as users:
+            test = self.evaluate(test_data, load_best_model=False)
+        set_weight(0.0)
         self.logger.info(set_color("score fusion", "yellow") + f": weight {best} (chosen on valid), test {test}")
-        return {"weight": best, "valid_by_weight": {str(w): float(r[metric]) for w, r in valid.items()},
-                "best_valid_result": dict(valid[best]), "test_result": dict(test)}
+        return {**fusion_summary(best, valid, test, metric), "per_user": users[0]}
+
+    def collaborative_result(self, valid_data, test_data, item_counts: torch.Tensor) -> dict | None:
+        """The collaborative model inside CEMG evaluated on its own, as a baseline row with exactly the
+        configuration CEMG reads (None when the model is not kept, i.e. without score fusion)."""
+        collab = self.model.collab_model
+        if collab is None:
+            return None
+        result = {"best_valid_result": dict(self.evaluate_model(collab, valid_data)),
+                  "checkpoint": self.artifact(".collab.pth") if source_kind(self.config["collab_source"]) == "model"
+                  else resolve_path(self.config["collab_source"]),
+                  "parameters": sum(p.numel() for p in collab.parameters())}
+        start = time.perf_counter()
+        with self.recording_users(test_data, item_counts) as users:
+            result["test_result"] = dict(self.evaluate_model(collab, test_data))
+        result["seconds"] = {"train": self.stage_seconds.get("collaborative", 0.0),
+                             "test": round(time.perf_counter() - start, 3)}
+        self.logger.info(set_color("collaborative model alone", "yellow") + f": test {result['test_result']}")
+        return {**result, "per_user": users[0]}
 
     @torch.no_grad()
     def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
@@ -162,8 +181,10 @@ class CEMGTrainer(ResumableTraining, DistributedEvaluation, Trainer):
             checkpoint = torch.load(path, map_location=self.device, weights_only=True)
             self.model.load_checkpoint_state(checkpoint["state_dict"])
             self.logger.info(f"Loading model parameters from {path}")
-        self.model.decoding_stats.reset()
+        stats = getattr(self.model, "decoding_stats", None)  # None while evaluating a part (evaluate_model)
+        if stats is not None:
+            stats.reset()
         result = super().evaluate(eval_data, load_best_model=False, show_progress=show_progress)
-        if not self.config["single_spec"]:
-            self.model.decoding_stats.gather()
+        if stats is not None and not self.config["single_spec"]:
+            stats.gather()
         return result

@@ -15,8 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from recbole_cemg.compare import (compare_models, literal_value, load_runs, markdown_table, parse_variant,
-                                  split_models, summarise, write_outputs)
+from recbole_cemg.compare import baseline_ensembles, compare, literal_value, load_runs, report, split_models
 from recbole_cemg.errors import InputError, add_debug_flag, command_line
 
 
@@ -26,10 +25,15 @@ def main() -> None:
     parser.add_argument("--merge", nargs="*", default=None,
                         help="instead of running: merge earlier results into --output: comparison outputs (their "
                              "prefix or .json) or result files of single runs (run_cemg.py --result_file)")
+    parser.add_argument("--ensembles", action="store_true",
+                        help="with --merge: also build the baseline ensembles (B + B) from the merged runs' checkpoints")
     parser.add_argument("--dataset")
     parser.add_argument("--data_path")
     parser.add_argument("--feature_path", default=None)
     parser.add_argument("--models", default="SASRec,GRU4Rec,CEMG")
+    parser.add_argument("--seeds", default=None, help="comma-separated seeds: every model runs once per seed")
+    parser.add_argument("--reference", default=None,
+                        help="row that every other row is tested against (default: the first baseline)")
     parser.add_argument("--output", required=True, help="prefix of the result files")
     parser.add_argument("--config_files", default=None)
     parser.add_argument("--own_collab", action="store_true")
@@ -38,9 +42,6 @@ def main() -> None:
     add_debug_flag(parser)
     args = parser.parse_args()
     sys.argv = sys.argv[:1]  # RecBole's Config must not read this script's arguments
-    if args.merge is not None:
-        report([row for path in args.merge for row in load_runs(path)], args.output)
-        return
 
     def parse(pairs: list[str]) -> dict:
         bad = [pair for pair in pairs if "=" not in pair]
@@ -52,23 +53,25 @@ def main() -> None:
     if args.feature_path:
         common["feature_path"] = args.feature_path
     config_files = args.config_files.split() if args.config_files else None
-    rows = []
-    for model in split_models(args.models):
-        overrides = dict(common)
-        if parse_variant(model)[0] == "CEMG":  # CEMG and its variants, e.g. CEMG[fusion=concat]
-            overrides.update(parse(args.cemg_set))
-            sasrec = next((r for r in rows if r["model"] == "SASRec" and "error" not in r), None)
-            if sasrec and not args.own_collab and "collab_source" not in overrides:
-                overrides["collab_source"] = sasrec["checkpoint"]
-        rows += compare_models([model], args.dataset, config_files, overrides)
-        report(rows, args.output)  # after every model, so a run cut short keeps what it finished
+    if args.merge is not None:
+        rows = [row for path in args.merge for row in load_runs(path)]
+        if args.ensembles:
+            rows += baseline_ensembles(rows, rows[0]["dataset"], config_files, common)
+        report(rows, args.output, args.reference)
+        return
+
+    compare(split_models(args.models), args.dataset, config_files, common, parse(args.cemg_set),
+            parse_seeds(args.seeds), reuse_collab=not args.own_collab, output=args.output, reference=args.reference)
 
 
-def report(rows: list[dict], output: str) -> None:
-    summary = summarise(rows)
-    print(markdown_table(summary))
-    print("machine:", next((e["machine"] for e in summary if "machine" in e), {}))
-    print("written:", ", ".join(write_outputs(rows, summary, output)))
+def parse_seeds(seeds: str | None) -> list[int] | None:
+    """``"2020,2021"`` -> ``[2020, 2021]``; a seed that is not an integer is a user error."""
+    if not seeds:
+        return None
+    try:
+        return [int(seed) for seed in seeds.split(",")]
+    except ValueError:
+        raise InputError(f"--seeds={seeds!r}: give comma-separated integers, e.g. --seeds=2020,2021,2022.") from None
 
 
 if __name__ == "__main__":

@@ -16,9 +16,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 
-from recbole_cemg.compare import compare_models, markdown_table, split_models, summarise, write_outputs
+from recbole_cemg.cli.compare import parse_seeds
+from recbole_cemg.compare import compare, split_models
 from recbole_cemg.errors import add_debug_flag, command_line
+from recbole_cemg.evaluation import store_user_results
 from recbole_cemg.io import atomic_write
 from recbole_cemg.quick_start import run
 
@@ -29,11 +32,14 @@ def main() -> None:
     parser.add_argument("--model", "-m", default="CEMG", help="CEMG or any RecBole model name (SASRec, GRU4Rec ...)")
     parser.add_argument("--dataset", "-d", default="ml-100k", help="dataset name (ml-100k ships with RecBole)")
     parser.add_argument("--config_files", default=None, help="config files, separated by spaces")
-    parser.add_argument("--result_file", default=None, help="write the results as one JSON object to this path")
+    parser.add_argument("--result_file", default=None, help="write the results as one JSON object to this path "
+                        "(per-user test results beside it: <result>.users.tsv)")
     parser.add_argument("--compare", default=None, help="comma-separated models (or variants such as "
                         "CEMG[fusion=concat]) to train and tabulate one by one")
     parser.add_argument("--seeds", default=None, help="with --compare: comma-separated seeds to repeat each model")
     parser.add_argument("--output", default=None, help="with --compare: prefix of the .json/.csv/.md/.png outputs")
+    parser.add_argument("--reference", default=None, help="with --compare: the row every other row is tested "
+                        "against (default: the first baseline)")
     parser.add_argument("--nproc", type=int, default=1, help="processes on this machine (one per GPU)")
     parser.add_argument("--world_size", type=int, default=-1, help="processes on all machines (default: nproc)")
     parser.add_argument("--ip", default="localhost", help="address of the machine with rank 0")
@@ -43,18 +49,17 @@ def main() -> None:
     args, _ = parser.parse_known_args()
     config_files = args.config_files.split() if args.config_files else None
     if args.compare:
-        seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
-        rows = compare_models(split_models(args.compare), args.dataset, config_files, seeds=seeds)
-        summary = summarise(rows)
-        print(markdown_table(summary))
-        if args.output:
-            print("written:", ", ".join(write_outputs(rows, summary, args.output)))
+        # each model exactly as its own single run (CEMG trains its own stage 1; cemg-compare can reuse SASRec's)
+        compare(split_models(args.compare), args.dataset, config_files, seeds=parse_seeds(args.seeds),
+                reuse_collab=False, output=args.output, reference=args.reference)
         return
     result = run(args.model, args.dataset, config_files, nproc=args.nproc, world_size=args.world_size, ip=args.ip,
                  port=args.port, group_offset=args.group_offset)
     if args.result_file and result is not None:
+        folder = os.path.dirname(os.path.abspath(args.result_file))
+        stored = store_user_results(result, os.path.splitext(args.result_file)[0], folder)
         with atomic_write(args.result_file, "w", encoding="utf-8") as f:
-            json.dump(result, f, indent=2, default=str)
+            json.dump(stored, f, indent=2, default=str)
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ from recbole_cemg.model.item_generator import ItemLevelGenerator
 from recbole_cemg.model.tokenizer import (ItemTokenizer, TokenizerInputs, TokenizerReport, code_usage, deduplicate,
                                           unique_rows)
 from recbole_cemg.schema import check_config
+from recbole_cemg.score_fusion import fused_scores
 
 # Items outside the beams get scores below every beam: FALLBACK_SCORE minus their training-popularity rank, so the
 # order of the tail is fixed (never a tie left to ``topk``).
@@ -226,9 +227,8 @@ class CEMG(SequentialRecommender):
             start = time.perf_counter()
             scores = self.generator.item_log_probs(self._last_states(interaction), self.item_codes)
             if self.collab_score_weight:
-                collab = self.collab_model.full_sort_predict(interaction).float()
-                collab[:, 0] = float("-inf")
-                scores = scores + self.collab_score_weight * torch.log_softmax(collab, dim=-1)
+                scores = fused_scores(scores, self.collab_model.full_sort_predict(interaction),
+                                      self.collab_score_weight)
             self.decoding_stats.add(scores.topk(self.num_beams, dim=1).indices, self.n_items,
                                     time.perf_counter() - start)
             return scores

@@ -104,13 +104,19 @@ def build_collaborative_model(config, dataset) -> torch.nn.Module | None:
         return None
     if kind == "model":
         sub = collaborative_config(config)
-        model = get_model(sub["model"])(sub, dataset)
-    else:
-        checkpoint = torch.load(resolve_path(source), map_location="cpu", weights_only=False)
-        sub = checkpoint["config"]
-        sub.final_config_dict["device"] = config["device"]
-        model = get_model(sub["model"])(sub, dataset)
-        model.load_state_dict(checkpoint["state_dict"])
+        return get_model(sub["model"])(sub, dataset).requires_grad_(False)
+    return model_from_checkpoint(resolve_path(source), config["device"], dataset)
+
+
+def model_from_checkpoint(path: str, device: torch.device, dataset) -> torch.nn.Module:
+    """A frozen RecBole model rebuilt with the configuration and weights of its checkpoint."""
+    from recbole_cemg.utils import get_model
+
+    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    sub = checkpoint["config"]
+    sub.final_config_dict["device"] = device
+    model = get_model(sub["model"])(sub, dataset)
+    model.load_state_dict(checkpoint["state_dict"])
     return model.requires_grad_(False)
 
 

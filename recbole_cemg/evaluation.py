@@ -1,0 +1,167 @@
+"""Per-user test results: the rank of every test user's target item, recorded during RecBole's own evaluation.
+
+RecBole reports one mean per metric. A paired comparison of two models (``recbole_cemg.significance``) needs each
+user's value, and a breakdown by the target's popularity needs to know which item each user was tested on. Both
+come from one number per user, the target's rank in the full ranking RecBole scored (after masking the padding
+item and the user's history), so any later analysis needs no retraining.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import os
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from recbole_cemg.errors import InputError, MissingFileError
+from recbole_cemg.io import atomic_write
+
+
+@dataclass
+class UserResults:
+    """One row per test user: its token, its target item's token, the target's rank (1 = top) among all items, and
+    how often the target occurs in the training split."""
+
+    users: list[str]
+    items: list[str]
+    ranks: np.ndarray
+    train_counts: np.ndarray
+
+    def metric(self, name: str) -> np.ndarray:
+        """Per-user ``recall@k``, ``hit@k`` or ``ndcg@k``: with one target per user, RecBole's definitions reduce
+        to a hit within the top k, and 1 / log2(rank + 1) for such a hit."""
+        kind, _, k = name.lower().partition("@")
+        hit = self.ranks <= int(k)
+        if kind in ("recall", "hit"):
+            return hit.astype(float)
+        if kind == "ndcg":
+            return np.where(hit, 1.0 / np.log2(self.ranks + 1.0), 0.0)
+        raise InputError(f"per-user metric '{name}': only recall@k, hit@k and ndcg@k are per-user metrics.")
+
+    def write(self, path: str, metrics: list[str]) -> None:
+        """A tab-separated file (atomic): user, item, rank, train_count, then one column per metric."""
+        with atomic_write(path, "w", encoding="utf-8") as f:
+            writer = csv.writer(f, delimiter="\t", lineterminator="\n")
+            writer.writerow(["user", "item", "rank", "train_count", *metrics])
+            values = [self.metric(m) for m in metrics]
+            for i, (user, item) in enumerate(zip(self.users, self.items)):
+                writer.writerow([user, item, int(self.ranks[i]), int(self.train_counts[i]),
+                                 *(f"{v[i]:.6g}" for v in values)])
+
+    @classmethod
+    def read(cls, path: str) -> UserResults:
+        if not os.path.isfile(path):
+            raise MissingFileError(f"{path}: no per-user results; they are written beside each result file "
+                                   "(<result>.users.tsv). Rerun the model, or compare without this run.")
+        with open(path, encoding="utf-8", newline="") as f:
+            rows = list(csv.DictReader(f, delimiter="\t"))
+        if rows and not {"user", "item", "rank", "train_count"} <= rows[0].keys():
+            raise InputError(f"{path}: not a per-user results file (needs columns user, item, rank, train_count).")
+        return cls([r["user"] for r in rows], [r["item"] for r in rows],
+                   np.array([int(r["rank"]) for r in rows], dtype=np.int64),
+                   np.array([int(r["train_count"]) for r in rows], dtype=np.int64))
+
+
+# Entries of a result that are rows of their own, each with its own per-user results.
+EXTRA_ROWS = ("score_fusion", "collaborative")
+
+
+def store_user_results(result: dict, stem: str, folder: str) -> dict:
+    """``result`` as it goes into a JSON file in ``folder``: its per-user results (and those of its extra rows)
+    written to ``<stem>[.<row>].users.tsv`` and replaced by that path, relative to ``folder``."""
+    metrics = [m for m in result.get("test_result", {}) if m.partition("@")[0] in ("recall", "ndcg", "hit")]
+
+    def store(entry: dict, suffix: str) -> dict:
+        entry = dict(entry)
+        if isinstance(entry.get("per_user"), UserResults):
+            path = f"{stem}{suffix}.users.tsv"
+            entry["per_user"].write(path, metrics)
+            entry["per_user"] = os.path.relpath(path, folder)
+        return entry
+
+    stored = store(result, "")
+    for key in EXTRA_ROWS:
+        if isinstance(stored.get(key), dict):
+            stored[key] = store(stored[key], f".{key}")
+    return stored
+
+
+def read_user_results(result: dict, folder: str) -> dict:
+    """The inverse of ``store_user_results``: ``result`` with its per-user files read back."""
+    def read(entry: dict) -> dict:
+        if isinstance(entry.get("per_user"), str):
+            entry = {**entry, "per_user": UserResults.read(os.path.join(folder, entry["per_user"]))}
+        return entry
+
+    loaded = read(result)
+    for key in EXTRA_ROWS:
+        if isinstance(loaded.get(key), dict):
+            loaded[key] = read(loaded[key])
+    return loaded
+
+
+def training_item_counts(train_dataset, cold: torch.Tensor | None = None) -> torch.Tensor:
+    """Training interactions per internal item id. RecBole's sequential training rows hold each interaction as a
+    target except a user's first one, which appears only as the history of the user's first row (length 1)."""
+    inter = train_dataset.inter_feat
+    item_field = train_dataset.iid_field
+    history = inter[item_field + train_dataset.config["LIST_SUFFIX"]]
+    first = history[inter[train_dataset.config["ITEM_LIST_LENGTH_FIELD"]] == 1, 0]
+    counts = torch.bincount(inter[item_field], minlength=train_dataset.item_num)
+    counts += torch.bincount(first, minlength=train_dataset.item_num)
+    if cold is not None:  # held out of training: their rows are removed before training
+        counts[cold] = 0
+    return counts
+
+
+class PerUserRecording:
+    """Mixin for a RecBole ``Trainer``: inside ``recording_users()``, every full-ranking evaluation batch records
+    the rank of each row's target item; ``evaluate_model`` evaluates another model (a part or a fusion of this one)
+    with the same trainer."""
+
+    _recorded: list[torch.Tensor] | None = None
+
+    def _full_sort_batch_eval(self, batched_data):
+        interaction, scores, positive_u, positive_i = super()._full_sort_batch_eval(batched_data)
+        if self._recorded is not None:
+            if len(positive_u) != len(scores) or (positive_u != torch.arange(len(scores), device=positive_u.device)).any():
+                raise InputError("per-user results need exactly one target item per evaluated row (leave-one-out "
+                                 "splits); this evaluation has users with several.")
+            target = scores[positive_u, positive_i].unsqueeze(1)
+            ranks = (scores > target).sum(1) + 1
+            user = interaction[self.config["USER_ID_FIELD"]]
+            self._recorded.append(torch.stack([user.cpu(), positive_i.cpu(), ranks.cpu()], 1))
+        return interaction, scores, positive_u, positive_i
+
+    @contextlib.contextmanager
+    def recording_users(self, eval_data, item_counts: torch.Tensor) -> Iterator[list[UserResults]]:
+        """``with trainer.recording_users(test_data, counts) as box: trainer.evaluate(test_data)``, then
+        ``box[0]`` holds the per-user results of that evaluation (all processes' users, each once)."""
+        from recbole_cemg.distributed import gather_rows
+
+        self._recorded, box = [], []
+        try:
+            yield box
+            rows = torch.cat(self._recorded) if self._recorded else torch.zeros(0, 3, dtype=torch.long)
+            if not self.config["single_spec"]:
+                rows = gather_rows(rows, len(eval_data.sampler.dataset))
+            dataset = eval_data._dataset
+            box.append(UserResults(
+                users=list(dataset.id2token(dataset.uid_field, rows[:, 0].numpy())),
+                items=list(dataset.id2token(dataset.iid_field, rows[:, 1].numpy())),
+                ranks=rows[:, 2].numpy(), train_counts=item_counts[rows[:, 1]].numpy()))
+        finally:
+            self._recorded = None
+
+    def evaluate_model(self, model: torch.nn.Module, eval_data) -> dict:
+        """Evaluate ``model`` (already trained) instead of this trainer's model, with this trainer's protocol."""
+        own, self.model = self.model, model
+        try:
+            return self.evaluate(eval_data, load_best_model=False)
+        finally:
+            self.model = own
+
