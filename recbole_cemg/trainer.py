@@ -156,15 +156,14 @@ class CEMGTrainer(ResumableTraining, DistributedEvaluation, PerUserRecording, Tr
         return {**fusion_summary(best, valid, test, metric), "per_user": users[0]}
 
     def collaborative_result(self, valid_data, test_data, item_counts: torch.Tensor) -> dict | None:
-        """The collaborative model inside CEMG evaluated on its own, as a baseline row with exactly the
-        configuration CEMG reads (None when the model is not kept, i.e. without score fusion)."""
+        """The collaborative model that stage 1 trained in this run, evaluated on its own: a baseline row with
+        exactly the configuration CEMG reads (None when it was read from a file, which has its own row, or is not
+        kept, i.e. without score fusion)."""
         collab = self.model.collab_model
-        if collab is None:
+        if collab is None or source_kind(self.config["collab_source"]) != "model":
             return None
         result = {"best_valid_result": dict(self.evaluate_model(collab, valid_data)),
-                  "checkpoint": self.artifact(".collab.pth") if source_kind(self.config["collab_source"]) == "model"
-                  else resolve_path(self.config["collab_source"]),
-                  "parameters": sum(p.numel() for p in collab.parameters())}
+                  "checkpoint": self.artifact(".collab.pth"), "parameters": sum(p.numel() for p in collab.parameters())}
         start = time.perf_counter()
         with self.recording_users(test_data, item_counts) as users:
             result["test_result"] = dict(self.evaluate_model(collab, test_data))

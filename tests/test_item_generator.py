@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import sys
 
 import pytest
 import torch
 
-from recbole_cemg.compare import fusion_row, load_runs, summarise
+from recbole_cemg.compare import fusion_row, load_runs, summarise, write_outputs
+from recbole_cemg.evaluation import store_user_results
 from recbole_cemg.model.item_generator import ItemLevelGenerator
 from recbole_cemg.quick_start import run_cemg
 from tests.conftest import ROOT, TINY_CONFIG, code_catalogue
@@ -104,9 +106,10 @@ def test_score_fusion_is_chosen_on_valid_and_reported_beside_the_pure_ranker(fus
     assert fusion["best_valid_result"]["ndcg@10"] == pytest.approx(valid[fusion["weight"]])
     # weight 0 is the pure generative ranker: its valid score is the run's own best valid result
     assert valid[0.0] == pytest.approx(fused_run["best_valid_result"]["ndcg@10"])
-    rows = summarise([fused_run])
-    assert [r["model"] for r in rows] == ["CEMG", "CEMG + collab score"]
+    rows = summarise([fused_run])  # the stage-1 model CEMG trained and fused with is a row of its own too
+    assert [r["model"] for r in rows] == ["CEMG", "CEMG + collab score", "SASRec (stage 1 of CEMG)"]
     assert rows[1]["test ndcg@10"] == pytest.approx(fusion["test_result"]["ndcg@10"])
+    assert rows[2]["test ndcg@10"] == pytest.approx(fused_run["collaborative"]["test_result"]["ndcg@10"])
     assert fusion_row(fused_run)["test_result"] == fusion["test_result"]
 
 
@@ -125,8 +128,12 @@ def test_joint_training_reaches_the_tokenizer(fused_run, tmp_path, tiny_run_conf
 
 def test_runs_load_from_result_files_and_comparisons(fused_run, tmp_path):
     single = tmp_path / "one.json"
-    single.write_text(json.dumps(fused_run, default=str))
-    compared = tmp_path / "table.json"
-    compared.write_text(json.dumps({"runs": [fused_run, fused_run], "summary": []}, default=str))
-    assert len(load_runs(str(single))) == 1
+    single.write_text(json.dumps(store_user_results(fused_run, str(tmp_path / "one"), str(tmp_path)), default=str))
+    assert os.path.isfile(tmp_path / "one.users.tsv") and os.path.isfile(tmp_path / "one.score_fusion.users.tsv")
+    write_outputs([fused_run, fused_run], summarise([fused_run, fused_run]), str(tmp_path / "table"))
+    (loaded,) = load_runs(str(single))
     assert len(load_runs(str(tmp_path / "table"))) == 2
+    for users in (loaded["per_user"], loaded["score_fusion"]["per_user"]):
+        assert len(users.ranks) == len(fused_run["per_user"].ranks)
+    assert (loaded["per_user"].ranks == fused_run["per_user"].ranks).all()
+    assert loaded["score_fusion"]["per_user"].users == fused_run["score_fusion"]["per_user"].users

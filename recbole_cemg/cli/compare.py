@@ -49,9 +49,8 @@ def main() -> None:
             raise InputError(f"--set / --cemg_set: '{bad[0]}' is not key=value.")
         return {key: literal_value(value) for key, value in (pair.split("=", 1) for pair in pairs)}
 
-    common = {"data_path": args.data_path, **parse(args.set)}
-    if args.feature_path:
-        common["feature_path"] = args.feature_path
+    given = {"data_path": args.data_path, "feature_path": args.feature_path}
+    common = {**{key: value for key, value in given.items() if value}, **parse(args.set)}
     config_files = args.config_files.split() if args.config_files else None
     if args.merge is not None:
         rows = [row for path in args.merge for row in load_runs(path)]

@@ -1,0 +1,167 @@
+"""The benchmark's comparison protocol on the tiny data set: seeds, per-user results, paired differences against
+the reference row, popularity buckets, CEMG's stage-1 model as a row, and baseline ensembles beside the fused row."""
+
+import csv
+import json
+import os
+import sys
+
+import pytest
+import torch
+
+from conftest import ROOT, TINY_CONFIG
+from recbole_cemg.cli import compare as compare_cli
+from recbole_cemg.cli import run as run_cli
+from recbole_cemg.compare import load_runs, summarise
+from recbole_cemg.config import Config
+from recbole_cemg.evaluation import UserResults, training_item_counts
+from recbole_cemg.quick_start import prepare_data
+
+SEEDS = [2020, 2021, 2022]
+
+
+def run_command(main, argv, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setattr(sys, "argv", argv)
+    main()
+
+
+@pytest.fixture(scope="module")
+def benchmark(tmp_path_factory):
+    """cemg-compare with SASRec and CEMG (reading the SASRec of its seed) over three seeds, with score fusion."""
+    folder = tmp_path_factory.mktemp("benchmark")
+    with pytest.MonkeyPatch.context() as mp:
+        run_command(compare_cli.main, [
+            "compare.py", "--dataset=tiny", f"--config_files={TINY_CONFIG}", "--models=SASRec,CEMG",
+            f"--seeds={','.join(map(str, SEEDS))}", f"--output={folder / 'tiny'}",
+            "--set", f"checkpoint_dir={folder / 'saved'}", "epochs=3", "--cemg_set", "score_fusion_weights=[0,0.5,2]"],
+            mp)
+    with open(folder / "tiny.json", encoding="utf-8") as f:
+        return folder, json.load(f)
+
+
+def test_every_model_runs_once_per_seed_and_rows_show_the_seed_count(benchmark):
+    folder, table = benchmark
+    runs = table["runs"]
+    assert [(r["model"], r["seed"]) for r in runs] == (
+        [("SASRec", s) for s in SEEDS] + [("CEMG", s) for s in SEEDS] + [("SASRec + SASRec", s) for s in SEEDS])
+    assert all("error" not in r for r in runs)
+    for sasrec, cemg in zip(runs[:3], runs[3:6]):  # CEMG read the SASRec of its own seed
+        assert cemg["config"]["collab_source"] == sasrec["checkpoint"] and "collaborative" not in cemg
+    rows = {e["model"]: e for e in table["summary"]}
+    assert list(rows) == ["SASRec", "CEMG", "CEMG + collab score", "SASRec + SASRec"]
+    assert all(e["seeds"] == 3 for e in rows.values())
+    with open(folder / "tiny.md", encoding="utf-8") as f:
+        markdown = f.read()
+    assert "| SASRec + SASRec | 3 |" in markdown and " ± " in markdown
+
+
+def test_per_user_results_are_recbole_s_metrics_user_by_user_and_round_trip(benchmark):
+    folder, table = benchmark
+    loaded = load_runs(str(folder / "tiny"))
+    for stored, run in zip(table["runs"], loaded):
+        assert os.path.isfile(folder / stored["per_user"])
+        users = run["per_user"]
+        assert isinstance(users, UserResults) and len(set(users.users)) == len(users.users) > 50
+        for metric, value in run["test_result"].items():
+            assert users.metric(metric).mean() == pytest.approx(value, abs=1e-4), (run["model"], metric)
+        if run.get("score_fusion"):
+            fused = run["score_fusion"]["per_user"]
+            assert fused.metric("ndcg@10").mean() == pytest.approx(run["score_fusion"]["test_result"]["ndcg@10"],
+                                                                   abs=1e-4)
+    # a merge of the written table reproduces its summary, per-user statistics included
+    merged = summarise(loaded)
+    assert [e["model"] for e in merged] == [e["model"] for e in table["summary"]]
+    for mine, theirs in zip(merged, table["summary"]):
+        assert mine.get("vs ref ndcg@10") == pytest.approx(theirs.get("vs ref ndcg@10"))
+
+
+def test_rows_are_paired_against_the_first_baseline(benchmark):
+    _, table = benchmark
+    rows = {e["model"]: e for e in table["summary"]}
+    assert "vs ref ndcg@10" not in rows["SASRec"]
+    for name in ("CEMG", "CEMG + collab score", "SASRec + SASRec"):
+        entry = rows[name]
+        assert entry["reference"] == "SASRec"
+        for metric in ("ndcg@10", "recall@10"):
+            # every seed tests the same users: the mean paired difference is the difference of the means
+            assert entry[f"vs ref {metric}"] == pytest.approx(
+                entry[f"test {metric}"] - rows["SASRec"][f"test {metric}"], abs=2e-4)
+            assert entry[f"vs ref {metric} low"] <= entry[f"vs ref {metric}"] <= entry[f"vs ref {metric} high"]
+            verdict = entry[f"vs ref {metric} verdict"]
+            assert verdict == ("win" if entry[f"vs ref {metric} low"] > 0 else
+                               "loss" if entry[f"vs ref {metric} high"] < 0 else "tie")
+
+
+def test_the_ensemble_fuses_two_seeds_with_the_weight_chosen_on_valid(benchmark):
+    _, table = benchmark
+    sasrec = {r["seed"]: r for r in table["runs"] if r["model"] == "SASRec"}
+    for run in (r for r in table["runs"] if r["model"] == "SASRec + SASRec"):
+        partner = SEEDS[(SEEDS.index(run["seed"]) + 1) % 3]
+        assert run["ensemble_of"] == [sasrec[run["seed"]]["checkpoint"], sasrec[partner]["checkpoint"]]
+        valid = {float(w): v for w, v in run["valid_by_weight"].items()}
+        assert set(valid) == {0.0, 0.5, 2.0} and run["fusion_weight"] == max(valid, key=valid.get)
+        # weight 0 is the first model alone: its validation score is that run's own best
+        assert valid[0.0] == pytest.approx(sasrec[run["seed"]]["best_valid_result"]["ndcg@10"], abs=1e-4)
+        assert len(set(valid.values())) > 1  # the second model's scores change the ranking
+
+
+def test_popularity_buckets_reach_the_csv(benchmark):
+    folder, table = benchmark
+    with open(folder / "tiny.csv", encoding="utf-8") as f:
+        rows = {r["model"]: r for r in csv.DictReader(f)}
+    shares = [float(rows["CEMG"][f"popularity {b} share"]) for b in ("0", "1-4", "5-9", "10-19", "20+")]
+    assert sum(shares) == pytest.approx(1.0)
+    # same split for every model, so the same users per bucket
+    assert shares == [float(rows["SASRec"][f"popularity {b} share"]) for b in ("0", "1-4", "5-9", "10-19", "20+")]
+
+
+def test_training_counts_are_the_training_split_s_interactions(tiny_run_config):
+    """Counted independently from the raw atomic file: each user's interactions in time order but the last two
+    (the validation and test targets of the leave-one-out split)."""
+    import pandas as pd
+
+    config = Config(model="SASRec", dataset="tiny", config_file_list=tiny_run_config["config_file_list"],
+                    config_dict=tiny_run_config["config_dict"])
+    data = prepare_data(config)
+    dataset = data.train._dataset
+    raw = pd.read_csv(os.path.join(ROOT, "tests", "data", "tiny", "tiny.inter"), sep="\t", dtype=str)
+    raw.columns = [c.split(":")[0] for c in raw.columns]
+    raw["timestamp"] = raw["timestamp"].astype(float)
+    ordered = raw.sort_values(["user_id", "timestamp"], kind="stable")
+    training = ordered.groupby("user_id", group_keys=False).apply(lambda rows: rows.iloc[:-2])
+    expected = torch.zeros(dataset.item_num, dtype=torch.long)
+    for token, count in training["item_id"].value_counts().items():
+        expected[dataset.field2token_id["item_id"][token]] = count
+    assert torch.equal(training_item_counts(dataset), expected)
+    cold = torch.zeros(dataset.item_num, dtype=torch.bool)
+    cold[[1, 2]] = True
+    assert training_item_counts(dataset, cold)[[1, 2]].tolist() == [0, 0]
+
+
+def test_run_compare_adds_cemg_s_stage_one_model_and_its_ensemble(tmp_path, monkeypatch):
+    """run_cemg --compare trains CEMG's own stage 1: its SASRec gets a row, and two seeds of it an ensemble."""
+    output = tmp_path / "own"
+    run_command(run_cli.main, [
+        "run_cemg.py", "--dataset=tiny", f"--config_files={TINY_CONFIG}", "--compare=CEMG", "--seeds=2020,2021",
+        f"--output={output}", f"--checkpoint_dir={tmp_path / 'saved'}", "--epochs=2", "--collab_epochs=2",
+        "--score_fusion_weights=[0,1]"], monkeypatch)
+    with open(f"{output}.json", encoding="utf-8") as f:
+        table = json.load(f)
+    names = [e["model"] for e in table["summary"]]
+    stage1 = "SASRec (stage 1 of CEMG)"
+    assert names == ["CEMG", "CEMG + collab score", stage1, f"{stage1} + {stage1}"]
+    cemg = table["runs"][0]
+    assert cemg["collaborative"]["checkpoint"].endswith(".collab.pth")
+    assert cemg["collaborative"]["parameters"] < cemg["parameters"]
+    rows = {e["model"]: e for e in table["summary"]}
+    assert rows["CEMG"]["reference"] == stage1  # the first baseline of this table: the SASRec CEMG reads
+    stored = table["runs"][0]["collaborative"]
+    users = UserResults.read(os.path.join(tmp_path, stored["per_user"]))
+    assert users.metric("ndcg@10").mean() == pytest.approx(stored["test_result"]["ndcg@10"], abs=1e-4)
+    assert rows[f"{stage1} + {stage1}"]["seeds"] == 2
+
+
+def test_seeds_must_be_integers(stops_with, monkeypatch):
+    with stops_with(r"--seeds='1,abc': give comma-separated integers"):
+        run_command(run_cli.main, ["run_cemg.py", "--dataset=tiny", "--compare=SASRec", "--seeds=1,abc"], monkeypatch)
