@@ -192,9 +192,12 @@ def summarise(rows: list[dict[str, Any]], reference: str | None = None) -> list[
             continue
         values = {f"test {m}": [float(r["test_result"][m]) for r in ok] for m in METRICS}
         values["valid ndcg@10"] = [float(r["best_valid_result"]["ndcg@10"]) for r in ok]
-        if all(r.get("cold_start", {}).get("test_result") for r in ok):  # run with cold_item_ratio > 0
+        if all((r.get("cold_start") or {}).get("test_result") for r in ok):  # run with cold_item_ratio > 0
+            values["cold users"] = [float(r["cold_start"]["test_users"]) for r in ok]
             for m in COLD_METRICS:
                 values[f"cold {m}"] = [float(r["cold_start"]["test_result"][m]) for r in ok]
+                values[f"warm {m}"] = [float(r["cold_start"]["warm_result"][m]) for r in ok]
+            values["cold share@10"] = [float(r["cold_start"]["cold_share@10"]) for r in ok]
         values["train s"] = [float(r["seconds"]["train"]) for r in ok]
         values["test s"] = [float(r["seconds"]["test"]) for r in ok]
         for key, series in values.items():
@@ -235,14 +238,15 @@ def fusion_row(row: dict[str, Any]) -> dict[str, Any]:
     """A score-fusion result as a row of its own, beside the pure generative row of the same run."""
     fusion = row["score_fusion"]
     return {**row, "model": f"{row['model']} + collab score", "best_valid_result": fusion["best_valid_result"],
-            "test_result": fusion["test_result"], "per_user": fusion.get("per_user"), "score_fusion": None,
-            "collaborative": None}
+            "test_result": fusion["test_result"], "per_user": fusion.get("per_user"),
+            "cold_start": fusion.get("cold_start"), "score_fusion": None, "collaborative": None}
 
 
 def markdown_table(summary: list[dict[str, Any]]) -> str:
     """The comparison table (mean ± std over seeds; paired difference against the reference row with its 95 %
     interval, ▲/▼ where it excludes 0), then test metrics by the target item's training popularity."""
-    cold = [f"cold {m}" for m in COLD_METRICS if any(f"cold {m}" in e for e in summary)]
+    cold = [c for c in ["cold users"] + [f"{part} {m}" for part in ("cold", "warm") for m in COLD_METRICS]
+            + ["cold share@10"] if any(c in e for e in summary)]
     columns = [f"test {m}" for m in METRICS] + ["valid ndcg@10"] + cold + ["train s", "test s"]
     paired = [m for m in PAIRED_METRICS if any(f"vs ref {m}" in e for e in summary)]
     reference = next((e["reference"] for e in summary if "reference" in e), None)
@@ -257,7 +261,7 @@ def markdown_table(summary: list[dict[str, Any]]) -> str:
             if column not in entry:
                 cells.append("-")
                 continue
-            digits = 1 if column.endswith(" s") else 4
+            digits = 1 if column.endswith(" s") else 0 if column == "cold users" else 4
             cell = f"{entry[column]:.{digits}f}"
             if entry["seeds"] > 1:
                 cell += f" ± {entry[column + ' std']:.{digits}f}"

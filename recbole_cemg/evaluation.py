@@ -30,6 +30,9 @@ class UserResults:
     items: list[str]
     ranks: np.ndarray
     train_counts: np.ndarray
+    # In memory only (not written): the targets' internal ids and each user's top-k list of internal ids.
+    targets: np.ndarray | None = None
+    top: np.ndarray | None = None
 
     def metric(self, name: str) -> np.ndarray:
         """Per-user ``recall@k``, ``hit@k`` or ``ndcg@k``: with one target per user, RecBole's definitions reduce
@@ -120,7 +123,7 @@ def training_item_counts(train_dataset, cold: torch.Tensor | None = None) -> tor
 
 class PerUserRecording:
     """Mixin for a RecBole ``Trainer``: inside ``recording_users()``, every full-ranking evaluation batch records
-    the rank of each row's target item; ``evaluate_model`` evaluates another model (a part or a fusion of this one)
+    the rank of each row's target item and the row's top-k list; ``evaluate_model`` evaluates another model (a part or a fusion of this one)
     with the same trainer."""
 
     _recorded: list[torch.Tensor] | None = None
@@ -134,7 +137,8 @@ class PerUserRecording:
             target = scores[positive_u, positive_i].unsqueeze(1)
             ranks = (scores > target).sum(1) + 1
             user = interaction[self.config["USER_ID_FIELD"]]
-            self._recorded.append(torch.stack([user.cpu(), positive_i.cpu(), ranks.cpu()], 1))
+            top = scores.topk(max(self.config["topk"]), dim=1).indices
+            self._recorded.append(torch.cat([torch.stack([user, positive_i, ranks], 1), top], 1).cpu())
         return interaction, scores, positive_u, positive_i
 
     @contextlib.contextmanager
@@ -146,14 +150,16 @@ class PerUserRecording:
         self._recorded, box = [], []
         try:
             yield box
-            rows = torch.cat(self._recorded) if self._recorded else torch.zeros(0, 3, dtype=torch.long)
+            width = 3 + max(self.config["topk"])  # user, target, rank, then the top-k list
+            rows = torch.cat(self._recorded) if self._recorded else torch.zeros(0, width, dtype=torch.long)
             if not self.config["single_spec"]:
                 rows = gather_rows(rows, len(eval_data.sampler.dataset))
             dataset = eval_data._dataset
             box.append(UserResults(
                 users=list(dataset.id2token(dataset.uid_field, rows[:, 0].numpy())),
                 items=list(dataset.id2token(dataset.iid_field, rows[:, 1].numpy())),
-                ranks=rows[:, 2].numpy(), train_counts=item_counts[rows[:, 1]].numpy()))
+                ranks=rows[:, 2].numpy(), train_counts=item_counts[rows[:, 1]].numpy(),
+                targets=rows[:, 1].numpy(), top=rows[:, 3:].numpy()))
         finally:
             self._recorded = None
 

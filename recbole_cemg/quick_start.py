@@ -20,9 +20,9 @@ from recbole.utils import get_environment, init_logger, init_seed, set_color
 
 from recbole_cemg.config import Config
 from recbole_cemg.data.atomic import check_atomic_files
-from recbole_cemg.data.cold_start import choose_cold_items, cold_target_loader, remove_from_training
+from recbole_cemg.data.cold_start import choose_cold_items, cold_start_summary, held_out_identity, remove_from_training
 from recbole_cemg.errors import MissingFileError
-from recbole_cemg.evaluation import training_item_counts
+from recbole_cemg.evaluation import EXTRA_ROWS, training_item_counts
 from recbole_cemg.model.collaborative import model_from_checkpoint
 from recbole_cemg.resume import interrupted_run
 from recbole_cemg.score_fusion import ScoreEnsemble, choose_fusion_weight, fusion_summary
@@ -97,8 +97,7 @@ def run_cemg(model: str | None = None, dataset: str | None = None, config_file_l
         extra = getattr(trainer, key)(valid_data, test_data, data.item_counts) if hasattr(trainer, key) else None
         if extra is not None:
             result[key.removesuffix("_result")] = extra
-    if data.cold is not None:
-        result["cold_start"] = cold_start_result(trainer, config, test_data, data.cold)
+    add_cold_start(result, data, test_data._dataset)
     return result
 
 
@@ -132,14 +131,17 @@ def prepare_data(config) -> PreparedData:
     return PreparedData(train_data, valid_data, test_data, cold, counts)
 
 
-def cold_start_result(trainer, config, test_data, cold: torch.Tensor) -> dict[str, Any]:
-    """The test metrics of the users whose target item was held out of training."""
-    loader = cold_target_loader(config, test_data, cold)
-    cold_result = trainer.evaluate(loader, load_best_model=False) if loader is not None else None
-    result = {"cold_items": int(cold.sum()), "test_users": len(loader.dataset) if loader else 0,
-              "test_result": dict(cold_result or {})}
-    getLogger().info(set_color("cold-start test result", "yellow") + f": {result}")
-    return result
+def add_cold_start(result: dict[str, Any], data: PreparedData, dataset) -> None:
+    """With items held out of training: which ones (count, checksum), and for the run and each of its extra rows
+    the metrics of the test users whose target is such an item, of the others, and the share of held-out items in
+    the top-10 lists."""
+    if data.cold is None:
+        return
+    metrics = list(result["test_result"])
+    identity = held_out_identity(data.cold, dataset)
+    for entry in [result] + [result[key] for key in EXTRA_ROWS if isinstance(result.get(key), dict)]:
+        entry["cold_start"] = {**identity, **cold_start_summary(entry["per_user"], data.cold, metrics)}
+    getLogger().info(set_color("cold-start test result", "yellow") + f": {result['cold_start']}")
 
 
 def run_score_ensemble(model: str, dataset: str, checkpoints: list[str], weights: list[float],
@@ -167,7 +169,7 @@ def run_score_ensemble(model: str, dataset: str, checkpoints: list[str], weights
         test = trainer.evaluate(data.test, load_best_model=False)
     getLogger().info(set_color("ensemble", "yellow") + f" of {checkpoints}: weight {best}, test {test}")
     fusion = fusion_summary(best, valid, test, metric)
-    return {"model": model, "dataset": config["dataset"], "ensemble_of": list(checkpoints),
+    result = {"model": model, "dataset": config["dataset"], "ensemble_of": list(checkpoints),
             "fusion_weight": best, "valid_by_weight": fusion["valid_by_weight"],
             "best_valid_score": float(valid[best][metric]), "valid_score_bigger": config["valid_metric_bigger"],
             "best_valid_result": fusion["best_valid_result"], "test_result": fusion["test_result"],
@@ -175,6 +177,8 @@ def run_score_ensemble(model: str, dataset: str, checkpoints: list[str], weights
             "parameters": sum(p.numel() for p in ensemble.parameters()),
             "machine": machine_description(config["device"]), "versions": package_versions(),
             "seed": config["seed"], "per_user": users[0]}
+    add_cold_start(result, data, data.test._dataset)
+    return result
 
 
 def run(model: str | None = None, dataset: str | None = None, config_file_list: list[str] | None = None,

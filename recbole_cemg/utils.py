@@ -11,7 +11,7 @@ from recbole.utils import get_trainer as recbole_get_trainer
 
 from recbole_cemg.errors import InputError
 
-_PLUGIN_MODELS = {"CEMG": "recbole_cemg.model.cemg"}
+_PLUGIN_MODELS = {"CEMG": "recbole_cemg.model.cemg", "ContentSimilarity": "recbole_cemg.model.content_similarity"}
 _PLUGIN_TRAINERS = {"CEMG": "recbole_cemg.trainer"}
 
 

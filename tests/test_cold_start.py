@@ -5,7 +5,8 @@ import torch
 from recbole.data import create_dataset, data_preparation
 
 from recbole_cemg.config import Config
-from recbole_cemg.data.cold_start import choose_cold_items, cold_target_loader, remove_from_training
+from recbole_cemg.quick_start import prepare_data
+from recbole_cemg.data.cold_start import choose_cold_items, remove_from_training
 from recbole_cemg.compare import compare_models, markdown_table, summarise
 
 
@@ -19,7 +20,7 @@ def test_choose_cold_items_is_seeded_and_skips_padding():
 
 def test_cold_items_leave_training_entirely(tiny_run_config):
     config = Config("SASRec", "tiny", tiny_run_config["config_file_list"], tiny_run_config["config_dict"])
-    train_data, _, test_data = data_preparation(config, create_dataset(config))
+    train_data, _, _ = data_preparation(config, create_dataset(config))
     inter = train_data._dataset.inter_feat
     before = {(int(u), tuple(h[:n].tolist()), int(t))
               for u, h, n, t in zip(inter["user_id"], inter["item_id_list"], inter["item_length"], inter["item_id"])}
@@ -34,22 +35,57 @@ def test_cold_items_leave_training_entirely(tiny_run_config):
         assert any(u == int(user) and t == int(target)
                    and [i for i in h if not cold[i]] == history[:length].tolist() for u, h, t in
                    ((u, h, t) for u, h, t in before if u == int(user) and t == int(target)))
-    loader = cold_target_loader(config, test_data, cold)
-    targets = loader._dataset.inter_feat["item_id"]
-    assert len(targets) > 0 and cold[targets].all()
-    assert len(targets) == int(cold[test_data._dataset.inter_feat["item_id"]].sum())
 
 
 def test_content_codes_reach_cold_items_where_id_embeddings_cannot(tiny_run_config):
-    config_dict = dict(tiny_run_config["config_dict"], cold_item_ratio=0.15)
-    rows = compare_models(["CEMG", "SASRec"], "tiny", tiny_run_config["config_file_list"], config_dict)
+    config_dict = dict(tiny_run_config["config_dict"], cold_item_ratio=0.15, score_fusion_weights=[0, 1])
+    rows = compare_models(["CEMG", "SASRec", "ContentSimilarity"], "tiny", tiny_run_config["config_file_list"],
+                          config_dict)
     results = {row["model"]: row for row in rows}
+    identity = {(r["cold_start"]["cold_items"], r["cold_start"]["cold_items_sha256"]) for r in results.values()}
+    assert len(identity) == 1 and identity.pop()[0] == 9  # the same held-out items for every model of the seed
     for result in results.values():
-        assert result["cold_start"]["cold_items"] == 9 and result["cold_start"]["test_users"] > 5
+        cold = result["cold_start"]
+        users = result["per_user"]
+        assert cold["test_users"] > 5 and cold["test_users"] + cold["warm_users"] == len(users.users)
+        assert cold["test_users"] <= int((users.train_counts == 0).sum())  # a held-out item has no training row
     cemg = results["CEMG"]["cold_start"]["test_result"]["recall@10"]
     sasrec = results["SASRec"]["cold_start"]["test_result"]["recall@10"]
+    content = results["ContentSimilarity"]["cold_start"]["test_result"]["recall@10"]
     assert sasrec <= 0.05  # never a training target: its ID embedding is pushed below every trained item
-    assert cemg > sasrec + 0.1
+    assert cemg > sasrec + 0.1 and content > sasrec + 0.1  # content reaches them
+    assert results["SASRec"]["cold_start"]["cold_share@10"] < 0.02 < results["CEMG"]["cold_start"]["cold_share@10"]
+    # the fused row and CEMG's stage-1 model carry their own cold-start numbers
+    cold = prepare_data(Config("CEMG", "tiny", tiny_run_config["config_file_list"], config_dict)).cold
+    for entry in (results["CEMG"], results["CEMG"]["collaborative"], results["CEMG"]["score_fusion"]):
+        # each row's cold-user numbers are its per-user metrics over exactly the users with a held-out target
+        users, summary = entry["per_user"], entry["cold_start"]
+        held_out = cold.numpy()[users.targets]
+        assert summary["test_users"] == int(held_out.sum())
+        assert summary["test_result"]["recall@10"] == pytest.approx(users.metric("recall@10")[held_out].mean(),
+                                                                    abs=1e-4)
+        assert summary["warm_result"]["ndcg@10"] == pytest.approx(users.metric("ndcg@10")[~held_out].mean(), abs=1e-4)
+        assert summary["cold_share@10"] == pytest.approx(cold.numpy()[users.top[:, :10]].mean())
     summary = summarise(rows)  # the comparison table gets the cold-start columns
-    assert {e["model"]: e["cold recall@10"] for e in summary} == {"CEMG": cemg, "SASRec": sasrec}
-    assert "| cold recall@10 | cold ndcg@10 |" in markdown_table(summary).splitlines()[0]
+    by_model = {e["model"]: e for e in summary}
+    assert by_model["CEMG"]["cold recall@10"] == cemg and by_model["SASRec"]["cold recall@10"] == sasrec
+    assert by_model["SASRec (stage 1 of CEMG)"]["cold users"] == by_model["CEMG"]["cold users"]
+    header = markdown_table(summary).splitlines()[0]
+    assert "| cold users | cold recall@10 | cold ndcg@10 | warm recall@10 | warm ndcg@10 | cold share@10 |" in header
+
+
+def test_content_similarity_scores_the_history_profile():
+    """The content-only reference: cosine similarity to the normalised sum of the history's unit vectors."""
+    import types
+
+    from recbole_cemg.model.content_similarity import ContentSimilarity
+
+    model = ContentSimilarity.__new__(ContentSimilarity)
+    torch.nn.Module.__init__(model)
+    unit = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.6, 0.8]])  # item 0: padding
+    model.register_buffer("unit_text", unit)
+    model.modality_names, model.n_items, model.ITEM_SEQ = ["text"], 4, "item_id_list"
+    scores = model.full_sort_predict({"item_id_list": torch.tensor([[1, 2, 0]])})
+    profile = torch.tensor([1.0, 1.0]) / 2 ** 0.5
+    assert torch.allclose(scores[0], unit @ profile)
+    assert scores[0].argmax() == 3  # the item between the two seen ones

@@ -1,12 +1,17 @@
 """Cold-start evaluation: hold a share of items out of training entirely and report the test users whose target is
-one of them separately. Content-derived codes let CEMG recommend such items; an ID-embedding model cannot."""
+one of them separately (from the per-user results of the full test evaluation). Content-derived codes let CEMG recommend such items; an ID-embedding model cannot."""
 
 from __future__ import annotations
 
 import torch
-from recbole.data.dataloader import FullSortEvalDataLoader, TrainDataLoader
+import hashlib
+from typing import Any
+
+import numpy as np
+from recbole.data.dataloader import TrainDataLoader
 
 from recbole_cemg.errors import InputError
+from recbole_cemg.evaluation import UserResults
 
 
 def choose_cold_items(n_items: int, ratio: float, seed: int) -> torch.Tensor:
@@ -44,10 +49,21 @@ def remove_from_training(config, train_data, cold: torch.Tensor) -> TrainDataLoa
     return TrainDataLoader(config, subset, train_data._sampler, shuffle=config["shuffle"])
 
 
-def cold_target_loader(config, eval_data, cold: torch.Tensor) -> FullSortEvalDataLoader | None:
-    """An evaluation loader over the rows of ``eval_data`` whose target item is cold (None if there are none)."""
-    dataset = eval_data._dataset
-    rows = cold[dataset.inter_feat[dataset.iid_field]]
-    if not rows.any():
-        return None
-    return FullSortEvalDataLoader(config, dataset.copy(dataset.inter_feat[rows]), eval_data._sampler, shuffle=False)
+def held_out_identity(cold: torch.Tensor, dataset) -> dict[str, Any]:
+    """How many items were held out and which (a checksum of their tokens), to tell runs of one split apart."""
+    tokens = sorted(dataset.id2token(dataset.iid_field, torch.nonzero(cold).flatten().numpy()))
+    return {"cold_items": len(tokens), "cold_items_sha256": hashlib.sha256("\n".join(tokens).encode()).hexdigest()}
+
+
+def cold_start_summary(users: UserResults, cold: torch.Tensor, metrics: list[str], k: int = 10) -> dict[str, Any]:
+    """Test metrics of the users whose target item was held out of training (``test_result``) and of the rest
+    (``warm_result``), and the share of held-out items among every user's top-k list: a model that wins cold
+    users by flooding every list with cold items shows it there."""
+    is_cold = cold.numpy()[users.targets]
+
+    def average(mask: np.ndarray) -> dict[str, float]:
+        return {m: round(float(users.metric(m)[mask].mean()), 4) for m in metrics} if mask.any() else {}
+
+    return {"test_users": int(is_cold.sum()), "test_result": average(is_cold),
+            "warm_users": int((~is_cold).sum()), "warm_result": average(~is_cold),
+            f"cold_share@{k}": float(cold.numpy()[users.top[:, :k]].mean()) if len(users.top) else 0.0}

@@ -159,7 +159,8 @@ def load_modalities(config, dataset, modalities: list[str]) -> list[AlignedFeatu
         logger.warning(f"{bare} have no feature in any of {modalities}: " + (
             "they are coded from their collaborative embedding alone." if config["collab_in_fusion"] else
             "with `collab_in_fusion: False` they share the code of an empty input and are told apart only by the "
-            "de-duplication level. Set collab_in_fusion: True, or provide their features."))
+            "de-duplication level. Set collab_in_fusion: True, or provide their features."
+            if config["model"] == "CEMG" else "they have no content to be ranked by."))
     return aligned
 
 
