@@ -5,6 +5,8 @@
 #   bash benchmarks/gpu_beauty.sh cemg        # CEMG per seed, reading that seed's SASRec checkpoint as its
 #                                             # collaborative source (pure generative row + score-fusion row)
 #   bash benchmarks/gpu_beauty.sh all         # both, one after the other
+#   bash benchmarks/gpu_beauty.sh cold        # cold start (cold_item_ratio=0.1, the held-out items chosen from the
+#                                             # seed): SASRec per seed, then CEMG reading it, and ContentSimilarity
 #
 # VARIANTS="CEMG[code_loss=levels]|CEMG[joint_weight=0.1]" adds configuration variants (comparison syntax) to the
 # cemg phase, for the first seed only, as rows of their own.
@@ -58,6 +60,20 @@ cemg() {
         > "/tmp/bench/logs/cemg-$seed.log" 2>&1
 }
 
+cold() {   # the same runs with 10% of the items held out of training for every model of the seed
+    local seed=$1
+    python3 run_cemg.py --model=SASRec "${COMMON[@]}" --seed="$seed" --cold_item_ratio=0.1 \
+        --checkpoint_dir="/tmp/saved/cold-sasrec-$seed" --result_file="$OUT/cold-sasrec-$seed.json" \
+        > "/tmp/bench/logs/cold-sasrec-$seed.log" 2>&1
+    python3 run_cemg.py --model=ContentSimilarity "${COMMON[@]}" --seed="$seed" --cold_item_ratio=0.1 \
+        --checkpoint_dir="/tmp/saved/cold-content-$seed" --result_file="$OUT/cold-content-$seed.json" \
+        > "/tmp/bench/logs/cold-content-$seed.log" 2>&1
+    python3 run_cemg.py --model=CEMG "${COMMON[@]}" --seed="$seed" --cold_item_ratio=0.1 \
+        --collab_source="$(ls /tmp/saved/cold-sasrec-"$seed"/SASRec-*.pth | grep -v resume | head -1)" \
+        --checkpoint_dir="/tmp/saved/cold-cemg-$seed" --result_file="$OUT/cold-cemg-$seed.json" $CEMG_ARGS \
+        > "/tmp/bench/logs/cold-cemg-$seed.log" 2>&1
+}
+
 variant() {   # a CEMG configuration variant as a row of its own (benchmarks/compare.py names it)
     local spec=$1 seed=$2 name
     name=$(echo "$spec" | tr -c 'A-Za-z0-9_.\n-' _)
@@ -76,16 +92,17 @@ if [ "$PHASE" != baselines ] && [ -n "${VARIANTS:-}" ]; then
         else variant "$spec" "${SEEDS%% *}" & fi
     done
 fi
-[ "$PHASE" = cemg ] || gru4rec "${SEEDS%% *}" &   # a second baseline, one seed
+[ "$PHASE" = cemg ] || [ "$PHASE" = cold ] || gru4rec "${SEEDS%% *}" &   # a second baseline, one seed
 for seed in $SEEDS; do
     case $PHASE in
         baselines) baselines "$seed" & ;;
         cemg) cemg "$seed" & ;;
         all) (baselines "$seed"; cemg "$seed") & ;;
+        cold) cold "$seed" & ;;
     esac
 done
 wait $(jobs -p | grep -v "^$TARRING$")
 kill $TARRING
 tar -czf "$OUT/logs.tgz" -C /tmp/bench logs
 # the table for the log; at home: python benchmarks/compare.py --merge <results>/*-*.json --output=<prefix>
-python3 benchmarks/compare.py --merge "$OUT"/*-*.json --output=/tmp/bench/beauty | tail -n 12
+python3 benchmarks/compare.py --merge "$OUT"/*-*.json --output=/tmp/bench/beauty | tail -n 24
