@@ -25,7 +25,7 @@ from recbole_cemg.errors import MissingFileError
 from recbole_cemg.evaluation import EXTRA_ROWS, training_item_counts
 from recbole_cemg.model.collaborative import model_from_checkpoint
 from recbole_cemg.resume import interrupted_run
-from recbole_cemg.score_fusion import ScoreEnsemble, choose_fusion_weight, fusion_summary
+from recbole_cemg.score_fusion import ScoreEnsemble, fuse_on_valid_and_test
 from recbole_cemg.utils import get_model, get_trainer
 
 
@@ -158,25 +158,17 @@ def run_score_ensemble(model: str, dataset: str, checkpoints: list[str], weights
                           for path in checkpoints)
     ensemble = ScoreEnsemble(primary, secondary)
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, ensemble)
-    metric = config["valid_metric"].lower()
-
-    def set_weight(weight: float) -> None:
-        ensemble.weight = weight
-
-    best, valid = choose_fusion_weight(set_weight, lambda d: trainer.evaluate(d, load_best_model=False),
-                                       [float(w) for w in weights], data.valid, metric)
-    with trainer.recording_users(data.test, data.item_counts) as users:
-        test = trainer.evaluate(data.test, load_best_model=False)
-    getLogger().info(set_color("ensemble", "yellow") + f" of {checkpoints}: weight {best}, test {test}")
-    fusion = fusion_summary(best, valid, test, metric)
+    fusion = fuse_on_valid_and_test(trainer, ensemble, [float(w) for w in weights], data.valid, data.test,
+                                    data.item_counts)
     result = {"model": model, "dataset": config["dataset"], "ensemble_of": list(checkpoints),
-            "fusion_weight": best, "valid_by_weight": fusion["valid_by_weight"],
-            "best_valid_score": float(valid[best][metric]), "valid_score_bigger": config["valid_metric_bigger"],
-            "best_valid_result": fusion["best_valid_result"], "test_result": fusion["test_result"],
-            "seconds": {"train": 0.0, "test": round(time.perf_counter() - start, 3)},
-            "parameters": sum(p.numel() for p in ensemble.parameters()),
-            "machine": machine_description(config["device"]), "versions": package_versions(),
-            "seed": config["seed"], "per_user": users[0]}
+              "fusion_weight": fusion["weight"], "valid_by_weight": fusion["valid_by_weight"],
+              "best_valid_score": fusion["best_valid_result"][config["valid_metric"].lower()],
+              "valid_score_bigger": config["valid_metric_bigger"],
+              "best_valid_result": fusion["best_valid_result"], "test_result": fusion["test_result"],
+              "seconds": {"train": 0.0, "test": round(time.perf_counter() - start, 3)},
+              "parameters": sum(p.numel() for p in ensemble.parameters()),
+              "machine": machine_description(config["device"]), "versions": package_versions(),
+              "seed": config["seed"], "per_user": fusion["per_user"]}
     add_cold_start(result, data, data.test._dataset)
     return result
 

@@ -9,7 +9,7 @@ ensemble fused the same way, never with a single model.
 from __future__ import annotations
 
 from logging import getLogger
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -40,21 +40,19 @@ class ScoreEnsemble(torch.nn.Module):
         return fused_scores(scores, self.secondary.full_sort_predict(interaction), self.weight)
 
 
-def choose_fusion_weight(set_weight: Callable[[float], None], evaluate: Callable[[Any], dict],
-                         weights: list[float], valid_data, metric: str) -> tuple[float, dict[float, dict]]:
-    """Try every weight on the validation split and keep the best by ``metric`` (installed with ``set_weight``
-    on return); returns it and the validation result of every weight."""
+def fuse_on_valid_and_test(trainer, ensemble: ScoreEnsemble, weights: list[float], valid_data, test_data,
+                           item_counts: torch.Tensor) -> dict[str, Any]:
+    """Try every weight on the validation split, keep the best by the valid metric (weight 0: the primary alone),
+    and test with it, per-user results kept. ``trainer`` (a plugin trainer) supplies RecBole's evaluation."""
+    metric = trainer.config["valid_metric"].lower()
     valid = {}
     for weight in weights:
-        set_weight(weight)
-        valid[weight] = evaluate(valid_data)
+        ensemble.weight = weight
+        valid[weight] = trainer.evaluate_model(ensemble, valid_data)
         getLogger().info(f"score fusion: weight {weight} valid {metric} {valid[weight][metric]:.4f}")
-    best = max(weights, key=lambda w: valid[w][metric])
-    set_weight(best)
-    return best, valid
-
-
-def fusion_summary(weight: float, valid: dict[float, dict], test: dict, metric: str) -> dict[str, Any]:
-    """The result-file entry of a fusion: the chosen weight, every weight's valid score, valid and test results."""
-    return {"weight": weight, "valid_by_weight": {str(w): float(r[metric]) for w, r in valid.items()},
-            "best_valid_result": dict(valid[weight]), "test_result": dict(test)}
+    ensemble.weight = max(weights, key=lambda w: valid[w][metric])
+    with trainer.recording_users(test_data, item_counts) as users:
+        test = trainer.evaluate_model(ensemble, test_data)
+    getLogger().info(f"score fusion: weight {ensemble.weight} (chosen on valid), test {test}")
+    return {"weight": ensemble.weight, "valid_by_weight": {str(w): float(r[metric]) for w, r in valid.items()},
+            "best_valid_result": dict(valid[ensemble.weight]), "test_result": dict(test), "per_user": users[0]}

@@ -33,7 +33,7 @@ from recbole_cemg.model.collaborative import (load_checkpoint_embeddings, map_co
                                               train_collaborative_model)
 from recbole_cemg.plots import plot_code_usage
 from recbole_cemg.resume import ResumableTraining
-from recbole_cemg.score_fusion import choose_fusion_weight, fusion_summary
+from recbole_cemg.score_fusion import ScoreEnsemble, fuse_on_valid_and_test
 
 
 class CEMGTrainer(ResumableTraining, DistributedEvaluation, PerUserRecording, Trainer):
@@ -136,24 +136,14 @@ class CEMGTrainer(ResumableTraining, DistributedEvaluation, PerUserRecording, Tr
             self.logger.info(set_color("Saving current", "blue") + f": {path}")
 
     def score_fusion(self, valid_data, test_data, item_counts: torch.Tensor) -> dict | None:
-        """Score fusion: try each weight of ``score_fusion_weights`` for the collaborative model's log-probability
-        on the validation split, keep the best by the valid metric (weight 0 is the pure generative ranker), and
-        test with it (per-user results kept). Runs on the loaded best model; leaves the model pure afterwards."""
+        """Score fusion: CEMG's log-probabilities plus each weight of ``score_fusion_weights`` times the
+        collaborative model's, the weight chosen on the validation split (0: the pure generative ranker), tested
+        with per-user results. Runs on the loaded best model, which stays pure."""
         weights = [float(w) for w in self.config["score_fusion_weights"]]
         if not any(weights):
             return None
-        model, metric = self.model, self.config["valid_metric"].lower()
-
-        def set_weight(weight: float) -> None:
-            model.collab_score_weight = weight
-
-        best, valid = choose_fusion_weight(set_weight, lambda data: self.evaluate(data, load_best_model=False),
-                                           weights, valid_data, metric)
-        with self.recording_users(test_data, item_counts) as users:
-            test = self.evaluate(test_data, load_best_model=False)
-        set_weight(0.0)
-        self.logger.info(set_color("score fusion", "yellow") + f": weight {best} (chosen on valid), test {test}")
-        return {**fusion_summary(best, valid, test, metric), "per_user": users[0]}
+        ensemble = ScoreEnsemble(self.model, self.model.collab_model)
+        return fuse_on_valid_and_test(self, ensemble, weights, valid_data, test_data, item_counts)
 
     def collaborative_result(self, valid_data, test_data, item_counts: torch.Tensor) -> dict | None:
         """The collaborative model that stage 1 trained in this run, evaluated on its own: a baseline row with

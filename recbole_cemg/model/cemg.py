@@ -31,7 +31,6 @@ from recbole_cemg.model.item_generator import ItemLevelGenerator
 from recbole_cemg.model.tokenizer import (ItemTokenizer, TokenizerInputs, TokenizerReport, code_usage, deduplicate,
                                           unique_rows)
 from recbole_cemg.schema import check_config
-from recbole_cemg.score_fusion import fused_scores
 
 # Items outside the beams get scores below every beam: FALLBACK_SCORE minus their training-popularity rank, so the
 # order of the tail is fixed (never a tie left to ``topk``).
@@ -69,10 +68,9 @@ class CEMG(SequentialRecommender):
             self.generator = CodeGenerator(
                 self.level_sizes, config["MAX_ITEM_LIST_LENGTH"], config["llm_path"], config["llm_config"],
                 config["lora"], config["prompt"] or "", config["prompt_suffix"] or "", generator_dtype(config))
-        # Score fusion: the stage-1 model's own next-item log-probability, added with a weight chosen on the
-        # validation split (CEMGTrainer.score_fusion); weight 0 is the pure generative ranker.
+        # Score fusion: the stage-1 model, whose next-item log-probability is added to CEMG's with a weight chosen
+        # on the validation split (CEMGTrainer.score_fusion); CEMG's own ranking stays the pure generative one.
         self.collab_model = build_collaborative_model(config, dataset) if any(config["score_fusion_weights"]) else None
-        self.collab_score_weight = 0.0
 
         self.register_buffer("collab_embeddings", torch.zeros(self.n_items, collab_dim))
         self.register_buffer("item_codes", torch.zeros(self.n_items, len(self.level_sizes), dtype=torch.long))
@@ -220,15 +218,11 @@ class CEMG(SequentialRecommender):
         return self.generator.target_log_probs(history, lengths, target).sum(-1)
 
     def full_sort_predict(self, interaction) -> torch.Tensor:
-        """Item-level generator: every item's exact log-probability (plus the weighted collaborative
-        log-probability under score fusion). Token-level generator: beam items get their log-probability; all
-        others rank below them in a fixed order."""
+        """Item-level generator: every item's exact log-probability. Token-level generator: beam items get their
+        log-probability; all others rank below them in a fixed order."""
         if self.item_level:
             start = time.perf_counter()
             scores = self.generator.item_log_probs(self._last_states(interaction), self.item_codes)
-            if self.collab_score_weight:
-                scores = fused_scores(scores, self.collab_model.full_sort_predict(interaction),
-                                      self.collab_score_weight)
             self.decoding_stats.add(scores.topk(self.num_beams, dim=1).indices, self.n_items,
                                     time.perf_counter() - start)
             return scores
