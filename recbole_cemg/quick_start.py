@@ -18,6 +18,7 @@ import yaml
 from recbole.data import create_dataset, data_preparation
 from recbole.utils import get_environment, init_logger, init_seed, set_color
 
+from recbole_cemg.checkpoints import FINGERPRINT_KEY, check_checkpoint_dir, data_fingerprint
 from recbole_cemg.config import Config
 from recbole_cemg.data.atomic import check_atomic_files
 from recbole_cemg.data.cold_start import choose_cold_items, cold_target_loader, remove_from_training
@@ -40,6 +41,7 @@ def run_cemg(model: str | None = None, dataset: str | None = None, config_file_l
 
     seconds: dict[str, float] = {}
     start = time.perf_counter()
+    check_checkpoint_dir(config["checkpoint_dir"])
     require_dataset(config)
     check_atomic_files(config)
     data = create_dataset(config)
@@ -50,6 +52,7 @@ def run_cemg(model: str | None = None, dataset: str | None = None, config_file_l
         cold = choose_cold_items(data.item_num, config["cold_item_ratio"], config["seed"])
         train_data = remove_from_training(config, train_data, cold)
         logger.info(f"cold start: {int(cold.sum())} items held out of training ({len(train_data.dataset)} rows left)")
+    config[FINGERPRINT_KEY] = data_fingerprint(train_data._dataset, cold)
     seconds["data"] = round(time.perf_counter() - start, 3)
 
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
@@ -57,7 +60,7 @@ def run_cemg(model: str | None = None, dataset: str | None = None, config_file_l
     logger.info(model_instance)
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model_instance)
     if config["resume"]:
-        trainer.resume_from(interrupted_run(config["resume"]))
+        trainer.resume_from(interrupted_run(config["resume"], config))
     logger.info(f"checkpoint: {trainer.saved_model_file} (if interrupted, continue with "
                 f"--resume={trainer.saved_model_file})")
 

@@ -20,6 +20,7 @@ from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType
 from torch.distributed import ReduceOp
 
+from recbole_cemg.checkpoints import check_origin, run_identity
 from recbole_cemg.data.features import load_modalities
 from recbole_cemg.distributed import all_reduce
 from recbole_cemg.errors import InputError, MissingFileError
@@ -49,7 +50,7 @@ class CEMG(SequentialRecommender):
         self.num_beams = config["num_beams"]
 
         self.content = load_modalities(config, dataset, config["modalities"] or [])
-        collab_dim = collaborative_dim(config)
+        collab_dim = collaborative_dim(config, self.n_items)
         names = [f.name for f in self.content] + (["collab"] if config["collab_in_fusion"] else [])
         dims = [f.values.shape[1] for f in self.content] + ([collab_dim] if config["collab_in_fusion"] else [])
         self.tokenizer = ItemTokenizer(
@@ -136,7 +137,7 @@ class CEMG(SequentialRecommender):
     def save_codes(self, path: str) -> None:
         """Write ``{item token: [codes]}`` (readable JSON) and the tokenizer's diagnostics atomically;
         ``tokenizer_path`` loads it back."""
-        table = {"level_sizes": self.level_sizes,
+        table = {"run": run_identity(self.config), "level_sizes": self.level_sizes,
                  "report": asdict(self.tokenizer_report) if self.tokenizer_report else None,
                  "codes": {self.item_tokens[i]: self.item_codes[i].tolist() for i in range(1, self.n_items)}}
         with atomic_write(path, "w", encoding="utf-8") as f:
@@ -145,6 +146,7 @@ class CEMG(SequentialRecommender):
     def load_codes(self, path: str) -> None:
         """Read a codes file written by ``save_codes`` and check it matches this dataset and configuration."""
         table = read_codes_file(path)
+        check_origin(table.get("run") or {}, self.config, path, "tokenizer_path")
         if table.get("level_sizes") != self.level_sizes:
             raise InputError(f"{path}: written for code levels {table.get('level_sizes')}, but this run has "
                              f"{self.level_sizes} (codebook_levels, codebook_size, dedup_size).")
