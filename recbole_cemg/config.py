@@ -92,6 +92,13 @@ class Config(RecBoleConfig):
             self.internal_config_dict.update(model_block)
 
 
+def known_keys(model: str | None, dataset: str | None, config_file_list: list[str] | None = None,
+               config_dict: dict[str, Any] | None = None) -> set[str]:
+    """Every key the merged config of ``model`` holds (RecBole's defaults, the plugin's, the model's and the
+    dataset's, the user's files): an override outside it is a typo RecBole would silently keep."""
+    return set(Config(model, dataset, config_file_list, config_dict).final_config_dict)
+
+
 def read_config_file(path: str, loader: type = yaml.FullLoader) -> dict[str, Any]:
     """The ``key: value`` mapping of a user's config file; a missing, unparsable or non-mapping file is named."""
     if not os.path.isfile(path):

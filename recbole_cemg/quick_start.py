@@ -22,7 +22,7 @@ from recbole_cemg.checkpoints import FINGERPRINT_KEY, check_checkpoint_dir, data
 from recbole_cemg.config import Config
 from recbole_cemg.data.atomic import check_atomic_files
 from recbole_cemg.data.cold_start import choose_cold_items, cold_target_loader, remove_from_training
-from recbole_cemg.errors import MissingFileError
+from recbole_cemg.errors import InputError, MissingFileError
 from recbole_cemg.resume import interrupted_run
 from recbole_cemg.utils import get_model, get_trainer
 
@@ -46,6 +46,7 @@ def run_cemg(model: str | None = None, dataset: str | None = None, config_file_l
     check_atomic_files(config)
     data = create_dataset(config)
     logger.info(data)
+    check_enough_data(config, data)
     train_data, valid_data, test_data = data_preparation(config, data)
     cold = None
     if config["cold_item_ratio"]:
@@ -149,6 +150,26 @@ def require_dataset(config) -> None:
         f"Dataset '{name}' not found: there is no folder {path}, and RecBole knows no dataset of that name. Put its "
         f"atomic files there ({name}.inter, optionally {name}.item), or point `data_path` at the folder holding "
         f"{name}/. ml-100k ships with RecBole; dataset_scripts/convert_amazon.py and convert_local.py make others.")
+
+
+def check_enough_data(config, data) -> None:
+    """Stop before training where the data cannot give a meaningful run: leave-one-out needs users with a training,
+    a validation and a test item, and a top-k list needs at least k items."""
+    counts = data.inter_feat[data.uid_field].value_counts()  # a DataFrame until data_preparation
+    longest = int(counts.max()) if len(counts) else 0
+    split = (config["eval_args"] or {}).get("split") or {}
+    if "LS" in split and longest < 3:
+        raise InputError(f"Data set '{config['dataset']}': no user has the 3 interactions the leave-one-out split "
+                         f"needs (a training, a validation and a test item; the most any user has is "
+                         f"{longest}). Give users longer histories, or relax the filtering.")
+    topk = config["topk"] if isinstance(config["topk"], list) else [config["topk"]]
+    items = data.item_num - 1
+    if max(topk) > items:
+        raise InputError(f"config `topk` = {config['topk']!r}: the data set has only {items} items. Use top-k "
+                         f"values of at most {items}.")
+    if config["model"] == "CEMG" and config["num_beams"] > items:
+        raise InputError(f"config `num_beams` = {config['num_beams']}: the data set has only {items} items. Use at "
+                         f"most {items} beams.")
 
 
 def objective_function(config_dict: dict[str, Any] | None = None, config_file_list: list[str] | None = None,

@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from recbole_cemg.compare import (compare_models, literal_value, load_runs, markdown_table, parse_variant,
+from recbole_cemg.compare import (check_variants, compare_models, literal_value, load_runs, markdown_table, parse_variant,
                                   split_models, summarise, write_outputs)
 from recbole_cemg.errors import InputError, add_debug_flag, command_line
 
@@ -52,6 +52,7 @@ def main() -> None:
     if args.feature_path:
         common["feature_path"] = args.feature_path
     config_files = args.config_files.split() if args.config_files else None
+    check_variants(split_models(args.models), args.dataset, config_files, common)
     rows = []
     for model in split_models(args.models):
         overrides = dict(common)

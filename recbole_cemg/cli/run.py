@@ -18,7 +18,7 @@ import argparse
 import json
 
 from recbole_cemg.compare import compare_models, markdown_table, split_models, summarise, write_outputs
-from recbole_cemg.errors import add_debug_flag, command_line
+from recbole_cemg.errors import InputError, add_debug_flag, command_line
 from recbole_cemg.io import atomic_write
 from recbole_cemg.quick_start import run
 
@@ -42,8 +42,10 @@ def main() -> None:
     add_debug_flag(parser)
     args, _ = parser.parse_known_args()
     config_files = args.config_files.split() if args.config_files else None
+    if args.nproc < 1:
+        raise InputError(f"--nproc={args.nproc}: give the number of processes to run on this machine, at least 1.")
     if args.compare:
-        seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
+        seeds = parse_seeds(args.seeds) if args.seeds else None
         rows = compare_models(split_models(args.compare), args.dataset, config_files, seeds=seeds)
         summary = summarise(rows)
         print(markdown_table(summary))
@@ -55,6 +57,14 @@ def main() -> None:
     if args.result_file and result is not None:
         with atomic_write(args.result_file, "w", encoding="utf-8") as f:
             json.dump(result, f, indent=2, default=str)
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``"2020,2021"`` -> ``[2020, 2021]``; anything else is a user error naming the flag."""
+    try:
+        return [int(seed) for seed in text.split(",")]
+    except ValueError:
+        raise InputError(f"--seeds={text}: expected comma-separated integers, e.g. --seeds=2020,2021.") from None
 
 
 if __name__ == "__main__":

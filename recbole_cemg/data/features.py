@@ -75,12 +75,17 @@ def load_item_features(path: str) -> ItemFeatures:
             missing = {"item_id", "features"} - set(data.files)
             if missing:
                 raise ValueError(f"missing array(s) {sorted(missing)}; expected 'item_id' and 'features'")
-            tokens = data["item_id"].astype(str)
+            tokens = data["item_id"]
             features = data["features"]
             encoder = str(data["encoder"]) if "encoder" in data.files else ""
             fingerprint = str(data["data_fingerprint"]) if "data_fingerprint" in data.files else ""
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as error:
         raise InputError(f"{path}: not a readable .npz feature file ({error}).") from error
+    if tokens.ndim != 1 or tokens.dtype.kind not in "US" or not len(tokens):
+        raise InputError(f"{path}: 'item_id' must be a non-empty 1-D array of the item tokens as strings (as in the "
+                         f"atomic files), got {tokens.dtype} of shape {tokens.shape}. Write the tokens with str(), "
+                         "one per feature row.")
+    tokens = tokens.astype(str)
     if features.ndim != 2 or features.shape[0] != tokens.shape[0]:
         raise InputError(f"{path}: 'features' must be a matrix with one row per 'item_id' ({tokens.shape[0]} ids), "
                          f"got shape {features.shape}.")
