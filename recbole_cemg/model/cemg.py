@@ -213,9 +213,12 @@ class CEMG(SequentialRecommender):
 
     def predict(self, interaction) -> torch.Tensor:
         """Teacher-forced log-probability of the given item's code tuple."""
-        if self.item_level:
-            scores = self.full_sort_predict(interaction)
-            return scores.gather(1, interaction[self.ITEM_ID].unsqueeze(1)).squeeze(1)
+        if self.item_level:  # a user's candidate rows share one history: score it once, not once per candidate
+            key = torch.cat([interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN].unsqueeze(1)], dim=1)
+            _, inverse = torch.unique(key, dim=0, return_inverse=True)
+            first = torch.empty(int(inverse.max()) + 1, dtype=torch.long, device=key.device)
+            first[inverse] = torch.arange(len(key), device=key.device)  # one row of each distinct history
+            return self._item_scores(interaction[first])[inverse, interaction[self.ITEM_ID]]
         history, lengths = self._history(interaction)
         target = self.generator.code_tokens(self.item_codes[interaction[self.ITEM_ID]])
         return self.generator.target_log_probs(history, lengths, target).sum(-1)
@@ -226,13 +229,8 @@ class CEMG(SequentialRecommender):
         others rank below them in a fixed order."""
         if self.item_level:
             start = time.perf_counter()
-            scores = self.generator.item_log_probs(self._last_states(interaction), self.item_codes)
-            if self.collab_score_weight:
-                collab = self.collab_model.full_sort_predict(interaction).float()
-                collab[:, 0] = float("-inf")
-                scores = scores + self.collab_score_weight * torch.log_softmax(collab, dim=-1)
-            self.decoding_stats.add(scores.topk(self.num_beams, dim=1).indices, self.n_items,
-                                    time.perf_counter() - start)
+            scores = self._item_scores(interaction)
+            self.decoding_stats.add_exact(len(scores), time.perf_counter() - start)
             return scores
         history, lengths = self._history(interaction)
         start = time.perf_counter()
@@ -243,6 +241,16 @@ class CEMG(SequentialRecommender):
         rows = torch.arange(len(items), device=items.device).unsqueeze(1).expand_as(items)
         full[rows[found], items[found]] = scores[found]
         return full
+
+    def _item_scores(self, interaction) -> torch.Tensor:
+        """Item-level generator: every item's log-probability ``[batch, items]`` after each row's history, plus
+        the weighted collaborative log-probability under score fusion."""
+        scores = self.generator.item_log_probs(self._last_states(interaction), self.item_codes)
+        if self.collab_score_weight:
+            collab = self.collab_model.full_sort_predict(interaction).float()
+            collab[:, 0] = float("-inf")
+            scores = scores + self.collab_score_weight * torch.log_softmax(collab, dim=-1)
+        return scores
 
     # ------------------------------------------------------------------------------------------ checkpoints
     def checkpoint_state(self) -> dict[str, torch.Tensor]:
@@ -270,6 +278,13 @@ class DecodingStats:
 
     def reset(self) -> None:
         self.users, self.seconds, self.generated, self.invalid, self.repeated = 0, 0.0, 0, 0, 0
+
+    def add_exact(self, users: int, seconds: float) -> None:
+        """Users ranked by exact scores over the existing items: their top ``beams`` are valid and distinct by
+        construction, so there is nothing to count item by item."""
+        self.users += users
+        self.seconds += seconds
+        self.generated += users * self.beams
 
     def add(self, items: torch.Tensor, n_items: int, seconds: float) -> None:
         self.users += len(items)
