@@ -114,10 +114,6 @@ class Recorded:
     def __setstate__(self, state: Any) -> None:
         self.state = state
 
-    def __getitem__(self, key: str) -> Any:
-        """A recorded RecBole ``Config`` answers like one, from its ``final_config_dict``."""
-        return recorded_config(self).get(key)
-
 
 def recorded_config(value: Any) -> dict[str, Any]:
     """The plain values (str, numbers, lists, dicts, None) of a RecBole ``Config`` read by ``read_checkpoint``."""

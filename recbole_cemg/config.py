@@ -39,6 +39,12 @@ class Config(RecBoleConfig):
         compat.apply()
         super().__init__(model, dataset, config_file_list, config_dict)
 
+    def _load_cmd_line(self) -> dict[str, Any]:
+        try:
+            return super()._load_cmd_line()
+        except SyntaxError as error:  # RecBole's word for a flag given twice with two values
+            raise InputError(f"command line: {error.msg} Give each --key=value once.") from None
+
     def compatibility_settings(self) -> None:
         compat.patch_numpy_aliases()
         super().compatibility_settings()

@@ -380,12 +380,19 @@ def test_joint_training_recodes_to_unique_codes_that_checkpoint_and_resume_keep(
     assert torch.equal(fresh.trie.leaf_items[node], torch.arange(1, N_ITEMS + 1))
 
 
-def test_joint_training_generator_loss_reaches_the_encoder(cemg_joint):
-    """Not only the tokenizer's own loss: the generator's loss alone has a gradient on the RQ-VAE encoder."""
+def test_joint_training_generator_loss_reaches_the_encoder(cemg_joint, monkeypatch):
+    """Not only the tokenizer's own loss: the generator's loss alone has a gradient on the RQ-VAE encoder; the
+    padding item stays out of the tokenizer."""
     model = cemg_joint["model"].train()
     interaction = next(iter(cemg_joint["train_data"]))
     model.zero_grad()
+    tokenized = []
+    tokenizer_forward = model.tokenizer.forward
+    monkeypatch.setattr(model.tokenizer, "forward", lambda rows: tokenized.append(len(rows.collab))
+                        or tokenizer_forward(rows))
     states, _ = model._item_states(interaction[model.ITEM_SEQ])
+    history = interaction[model.ITEM_SEQ]
+    assert (history == 0).any() and tokenized == [len(torch.unique(history[history > 0]))]  # padding left out
     last = states[torch.arange(len(states)), interaction[model.ITEM_SEQ_LEN] - 1]
     model.generator.loss(last, interaction[model.POS_ITEM_ID], model.item_codes).backward()
     encoder = model.tokenizer.rqvae.encoder[0].weight

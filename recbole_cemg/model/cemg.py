@@ -169,11 +169,13 @@ class CEMG(SequentialRecommender):
         and with joint training the tokenizer's loss on these items (else 0)."""
         latent, tokenizer_loss = None, 0.0
         if self.joint_weight:  # straight-through latent: the generator's loss reaches the RQ-VAE and the fusion
-            unique, inverse = torch.unique(items, return_inverse=True)
+            unique, inverse = torch.unique(items, return_inverse=True)  # sorted: the padding item 0 comes first
             if self.device_tokenizer_inputs is None:
                 self.device_tokenizer_inputs = self.tokenizer_inputs().to(items.device)
-            out = self.tokenizer(self.device_tokenizer_inputs.rows(unique))
-            latent, tokenizer_loss = out["quantised"][inverse], out["loss"]
+            padding = int(unique[0] == 0)  # it has no features: kept out of the tokenizer and its in-batch loss
+            out = self.tokenizer(self.device_tokenizer_inputs.rows(unique[padding:]))
+            quantised = torch.cat([out["quantised"].new_zeros(padding, out["quantised"].shape[1]), out["quantised"]])
+            latent, tokenizer_loss = quantised[inverse], out["loss"]
         states = self.generator.states(self.item_codes[items], self.collab_embeddings[items], latent)
         return states, tokenizer_loss
 
