@@ -7,7 +7,7 @@
     cemg-run --dataset=ml-100k --compare=SASRec,GRU4Rec,CEMG --seeds=2020,2021 --output=results/ml-100k
     cemg-run --dataset=ml-100k --compare="CEMG,CEMG[fusion=concat],CEMG[modalities=[]]" --output=ablation
     cemg-run --dataset=ml-100k --nproc=2                  # data-parallel over 2 GPUs (or CPU processes)
-    cemg-run --dataset=ml-100k --resume=saved/CEMG-<time>.pth   # continue an interrupted run
+    cemg-run --dataset=ml-100k --resume=saved/CEMG-<time>-<suffix>.pth   # continue an interrupted run
 
 Any further ``--key=value`` overrides a config value, as with RecBole's own run script.
 """
