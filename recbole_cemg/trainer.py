@@ -130,7 +130,8 @@ class CEMGTrainer(ResumableTraining, DistributedEvaluation, Trainer):
         token2id = {token: i for i, token in enumerate(model.item_tokens)}
         loaded = align_item_features(stored, token2id, model.n_items, "collab", path,
                                      self.config["feature_unknown_items"])
-        if model.collab_model is not None and path == self.finished_stage(".collab.npz"):
+        trained_here = source_kind(self.config["collab_source"]) == "model"  # else built from its checkpoint
+        if model.collab_model is not None and trained_here and path == self.finished_stage(".collab.npz"):
             model.collab_model.load_state_dict(read_checkpoint(self.artifact(".collab.pth"), "resume")["state_dict"])
         self.logger.info(f"collaborative embeddings read from {path}")
         self.install_collaborative(loaded.values, loaded.mask & model.warm_items)
