@@ -10,6 +10,7 @@ the resumed run reaches the numbers of an uninterrupted one.
 
 from __future__ import annotations
 
+import glob
 import os
 import random
 from logging import getLogger
@@ -98,8 +99,13 @@ class ResumableTraining:
     resuming = False
 
     def resume_from(self, checkpoint: str) -> None:
-        """Continue the run whose best model goes to ``checkpoint``: ``fit`` restores its last saved state."""
+        """Continue the run whose best model goes to ``checkpoint``: ``fit`` restores its last saved state. The
+        temporary files of writes the interrupted run did not finish (``io.atomic_write``) are removed."""
         self.saved_model_file, self.resuming = checkpoint, True
+        if is_main_process(self.config):
+            folder, stem = os.path.split(os.path.splitext(checkpoint)[0])
+            for leftover in glob.glob(os.path.join(folder or ".", f".{glob.escape(stem)}.*.tmp")):
+                os.remove(leftover)
 
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
         path = state_path(self.saved_model_file)
