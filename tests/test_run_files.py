@@ -19,7 +19,6 @@ import pytest
 import torch
 
 from recbole_cemg.checkpoints import check_origin, read_checkpoint, unique_checkpoint_path
-from recbole_cemg.data.features import load_item_features
 from recbole_cemg.errors import InputError
 from tests.conftest import ROOT
 from tests.test_user_errors import TINY, assert_user_error, run
