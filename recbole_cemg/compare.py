@@ -17,7 +17,7 @@ import traceback
 from logging import getLogger
 from typing import Any, Callable
 
-from recbole_cemg.config import read_config_file
+from recbole_cemg.config import known_keys, read_config_file
 from recbole_cemg.errors import InputError, MissingFileError, UserError
 from recbole_cemg.evaluation import UserResults, read_user_results, store_user_results
 from recbole_cemg.io import atomic_write
@@ -60,13 +60,26 @@ def split_models(specs: str) -> list[str]:
     return [s.strip() for s in re.split(r",(?![^\[]*\])", specs) if s.strip()]
 
 
+def check_variants(models: list[str], dataset: str, config_file_list: list[str] | None = None,
+                   config_dict: dict[str, Any] | None = None) -> None:
+    """Stop before any training at a malformed variant or at a variant key that no config of its model knows
+    (a typo would tabulate the plain model as an ablation)."""
+    for model in models:
+        name, variant = parse_variant(model)
+        unknown = sorted(set(variant) - known_keys(name, dataset, config_file_list, config_dict)) if variant else []
+        if unknown:
+            raise InputError(f"Model variant '{model}': '{unknown[0]}' is not a config key of {name}. Fix its name "
+                             "(keys are case-sensitive; CEMG's are listed in properties/model/CEMG.yaml).")
+
+
 def compare_models(models: list[str], dataset: str, config_file_list: list[str] | None = None,
                    config_dict: dict[str, Any] | None = None, seeds: list[int] | None = None) -> list[dict[str, Any]]:
     """One result row per model (or variant, see ``parse_variant``) and seed: run_cemg's result, or
     ``{"error": ...}`` if the run failed. ``row["model"]`` is the entry as given. The config files are shared by
-    all runs: a missing or malformed one stops the comparison at once."""
+    all runs: a missing or malformed one, or a variant key no config knows, stops the comparison at once."""
     for file in config_file_list or []:
         read_config_file(file)
+    check_variants(models, dataset, config_file_list, config_dict)
     rows = []
     for model in models:
         for seed in seeds or [None]:

@@ -39,6 +39,12 @@ class Config(RecBoleConfig):
         compat.apply()
         super().__init__(model, dataset, config_file_list, config_dict)
 
+    def _load_cmd_line(self) -> dict[str, Any]:
+        try:
+            return super()._load_cmd_line()
+        except SyntaxError as error:  # RecBole's word for a flag given twice with two values
+            raise InputError(f"command line: {error.msg} Give each --key=value once.") from None
+
     def compatibility_settings(self) -> None:
         compat.patch_numpy_aliases()
         super().compatibility_settings()
@@ -90,6 +96,13 @@ class Config(RecBoleConfig):
         model_block = self.internal_config_dict.pop(model, None)
         if isinstance(model_block, dict):
             self.internal_config_dict.update(model_block)
+
+
+def known_keys(model: str | None, dataset: str | None, config_file_list: list[str] | None = None,
+               config_dict: dict[str, Any] | None = None) -> set[str]:
+    """Every key the merged config of ``model`` holds (RecBole's defaults, the plugin's, the model's and the
+    dataset's, the user's files): an override outside it is a typo RecBole would silently keep."""
+    return set(Config(model, dataset, config_file_list, config_dict).final_config_dict)
 
 
 def read_config_file(path: str, loader: type = yaml.FullLoader) -> dict[str, Any]:

@@ -18,6 +18,8 @@ import torch
 import torch.distributed as dist
 from recbole.evaluator import Collector
 
+from recbole_cemg.checkpoints import unique_checkpoint_path
+
 # Collector entries with one row per evaluated user (in sampler order); the rest are data-set wide.
 PER_USER_KEYS = ("rec.topk", "rec.meanrank", "rec.score", "rec.items", "data.label")
 
@@ -96,12 +98,13 @@ class GatheringCollector(Collector):
 
 
 class DistributedEvaluation:
-    """Mixin for a RecBole ``Trainer``: one checkpoint path for all processes, and evaluation over gathered rows."""
+    """Mixin for a RecBole ``Trainer``: one checkpoint path for all processes (unique to the run: RecBole's name,
+    to the second, plus the suffix that the first process drew), and evaluation over gathered rows."""
 
     def __init__(self, config, model) -> None:
         super().__init__(config, model)
+        self.saved_model_file = broadcast_object(unique_checkpoint_path(self.saved_model_file), config)
         if not config["single_spec"]:
-            self.saved_model_file = broadcast_object(self.saved_model_file, config)
             self.eval_collector = GatheringCollector(config)
 
     def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):

@@ -18,10 +18,11 @@ import yaml
 from recbole.data import create_dataset, data_preparation
 from recbole.utils import get_environment, init_logger, init_seed, set_color
 
+from recbole_cemg.checkpoints import FINGERPRINT_KEY, check_checkpoint_dir, data_fingerprint
 from recbole_cemg.config import Config
 from recbole_cemg.data.atomic import check_atomic_files
 from recbole_cemg.data.cold_start import choose_cold_items, cold_start_summary, held_out_identity, remove_from_training
-from recbole_cemg.errors import MissingFileError
+from recbole_cemg.errors import InputError, MissingFileError
 from recbole_cemg.evaluation import EXTRA_ROWS, training_item_counts
 from recbole_cemg.model.collaborative import model_from_checkpoint
 from recbole_cemg.resume import interrupted_run
@@ -43,6 +44,7 @@ def run_cemg(model: str | None = None, dataset: str | None = None, config_file_l
 
     seconds: dict[str, float] = {}
     start = time.perf_counter()
+    check_checkpoint_dir(config["checkpoint_dir"])
     data = prepare_data(config)
     train_data, valid_data, test_data = data.train, data.valid, data.test
     seconds["data"] = round(time.perf_counter() - start, 3)
@@ -52,7 +54,7 @@ def run_cemg(model: str | None = None, dataset: str | None = None, config_file_l
     logger.info(model_instance)
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model_instance)
     if config["resume"]:
-        trainer.resume_from(interrupted_run(config["resume"]))
+        trainer.resume_from(interrupted_run(config["resume"], config))
     logger.info(f"checkpoint: {trainer.saved_model_file} (if interrupted, continue with "
                 f"--resume={trainer.saved_model_file})")
 
@@ -120,6 +122,7 @@ def prepare_data(config) -> PreparedData:
     check_atomic_files(config)
     data = create_dataset(config)
     logger.info(data)
+    check_enough_data(config, data)
     train_data, valid_data, test_data = data_preparation(config, data)
     cold = None
     if config["cold_item_ratio"]:
@@ -128,6 +131,7 @@ def prepare_data(config) -> PreparedData:
     if cold is not None:
         train_data = remove_from_training(config, train_data, cold)
         logger.info(f"cold start: {int(cold.sum())} items held out of training ({len(train_data.dataset)} rows left)")
+    config[FINGERPRINT_KEY] = data_fingerprint(train_data._dataset, cold)  # checked where a file is read back
     return PreparedData(train_data, valid_data, test_data, cold, counts)
 
 
@@ -154,7 +158,7 @@ def run_score_ensemble(model: str, dataset: str, checkpoints: list[str], weights
     init_logger(config)
     start = time.perf_counter()
     data = prepare_data(config)
-    primary, secondary = (model_from_checkpoint(path, config["device"], data.train._dataset).to(config["device"])
+    primary, secondary = (model_from_checkpoint(config, data.train._dataset, path).to(config["device"])
                           for path in checkpoints)
     ensemble = ScoreEnsemble(primary, secondary)
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, ensemble)
@@ -212,6 +216,26 @@ def require_dataset(config) -> None:
         f"Dataset '{name}' not found: there is no folder {path}, and RecBole knows no dataset of that name. Put its "
         f"atomic files there ({name}.inter, optionally {name}.item), or point `data_path` at the folder holding "
         f"{name}/. ml-100k ships with RecBole; dataset_scripts/convert_amazon.py and convert_local.py make others.")
+
+
+def check_enough_data(config, data) -> None:
+    """Stop before training where the data cannot give a meaningful run: leave-one-out needs users with a training,
+    a validation and a test item, and a top-k list needs at least k items."""
+    counts = data.inter_feat[data.uid_field].value_counts()  # a DataFrame until data_preparation
+    longest = int(counts.max()) if len(counts) else 0
+    split = (config["eval_args"] or {}).get("split") or {}
+    if "LS" in split and longest < 3:
+        raise InputError(f"Data set '{config['dataset']}': no user has the 3 interactions the leave-one-out split "
+                         f"needs (a training, a validation and a test item; the most any user has is "
+                         f"{longest}). Give users longer histories, or relax the filtering.")
+    topk = config["topk"] if isinstance(config["topk"], list) else [config["topk"]]
+    items = data.item_num - 1
+    if max(topk) > items:
+        raise InputError(f"config `topk` = {config['topk']!r}: the data set has only {items} items. Use top-k "
+                         f"values of at most {items}.")
+    if config["model"] == "CEMG" and config["num_beams"] > items:
+        raise InputError(f"config `num_beams` = {config['num_beams']}: the data set has only {items} items. Use at "
+                         f"most {items} beams.")
 
 
 def objective_function(config_dict: dict[str, Any] | None = None, config_file_list: list[str] | None = None,

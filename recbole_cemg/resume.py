@@ -10,6 +10,7 @@ the resumed run reaches the numbers of an uninterrupted one.
 
 from __future__ import annotations
 
+import glob
 import os
 import random
 from logging import getLogger
@@ -18,9 +19,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from recbole_cemg.checkpoints import check_origin, run_identity
 from recbole_cemg.distributed import is_main_process
-from recbole_cemg.errors import MissingFileError
+from recbole_cemg.errors import InputError, MissingFileError
 from recbole_cemg.io import atomic_write
+
+
+# Files of a run beside its best checkpoint ``<stem>.pth`` (``.collab.resume.pth`` ends like ``.resume.pth``).
+OTHER_RUN_FILES = (".resume.pth", ".collab.pth")
 
 
 def state_path(checkpoint: str) -> str:
@@ -59,12 +65,31 @@ def load_model_state(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> 
         model.load_state_dict(state)
 
 
-def interrupted_run(checkpoint: str) -> str:
-    """``checkpoint``, checked to be the checkpoint path of a run that left something to resume from."""
-    folder, stem = os.path.split(os.path.splitext(checkpoint)[0])
-    if not os.path.isdir(folder or ".") or not any(name.startswith(stem) for name in os.listdir(folder or ".")):
-        raise MissingFileError(f"`resume` = {checkpoint!r}: no file of that run exists. Pass the checkpoint path the "
-                                "interrupted run logged at its start ('checkpoint: ...').")
+def interrupted_run(checkpoint: str, config) -> str:
+    """``checkpoint``, checked to be the best-checkpoint path of an interrupted run of this model on this data (its
+    own ``<stem>.pth``, never one of the run's other files, which resuming would write over)."""
+    name = os.path.basename(checkpoint)
+    if not name.endswith(".pth") or name.endswith(OTHER_RUN_FILES):
+        raise InputError(f"`resume` = {checkpoint!r} is not a run's checkpoint path. Pass the path the interrupted "
+                         "run logged at its start ('checkpoint: <checkpoint_dir>/<model>-<time>.pth'), not one of "
+                         "its other files.")
+    stem = os.path.splitext(checkpoint)[0]
+    states = [(path, model) for path, model in ((state_path(checkpoint), config["model"]),
+                                                (stem + ".collab.resume.pth", config["collab_source"]))
+              if os.path.isfile(path)]
+    if not states:
+        raise MissingFileError(f"`resume` = {checkpoint!r}: that run left no resume state ({stem}.resume.pth). Pass "
+                               "the checkpoint path an interrupted run logged at its start ('checkpoint: ...'); a "
+                               "run that stopped before its first epoch has nothing to resume: start it anew.")
+    path, model = states[0]
+    recorded = torch.load(path, map_location="cpu", weights_only=True).get("run")
+    if not recorded:
+        raise InputError(f"`resume` = {checkpoint!r}: {path} does not say which run wrote it (an older version of "
+                         "the plugin). Start the run anew.")
+    if recorded["model"] != model:
+        raise InputError(f"`resume` = {checkpoint!r} is a run of {recorded['model']}, this run trains {model}. Give "
+                         f"the same --model (and settings) as the interrupted run.")
+    check_origin(recorded, config, checkpoint, "resume")
     return checkpoint
 
 
@@ -74,8 +99,13 @@ class ResumableTraining:
     resuming = False
 
     def resume_from(self, checkpoint: str) -> None:
-        """Continue the run whose best model goes to ``checkpoint``: ``fit`` restores its last saved state."""
+        """Continue the run whose best model goes to ``checkpoint``: ``fit`` restores its last saved state. The
+        temporary files of writes the interrupted run did not finish (``io.atomic_write``) are removed."""
         self.saved_model_file, self.resuming = checkpoint, True
+        if is_main_process(self.config):
+            folder, stem = os.path.split(os.path.splitext(checkpoint)[0])
+            for leftover in glob.glob(os.path.join(folder or ".", f".{glob.escape(stem)}.*.tmp")):
+                os.remove(leftover)
 
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
         path = state_path(self.saved_model_file)
@@ -94,7 +124,8 @@ class ResumableTraining:
         return super().fit(train_data, valid_data, verbose, saved, show_progress, save_then_call)
 
     def save_training_state(self, path: str, train_data, epoch: int) -> None:
-        state = {"epoch": epoch, "cur_step": self.cur_step, "best_valid_score": float(self.best_valid_score),
+        state = {"run": run_identity(self.config), "epoch": epoch, "cur_step": self.cur_step,
+                 "best_valid_score": float(self.best_valid_score),
                  "best_valid_result": {k: float(v) for k, v in (self.best_valid_result or {}).items()},
                  "model": model_state(self.model),
                  "optimizer": self.optimizer.state_dict(), "random": random_state(train_data),
@@ -103,14 +134,18 @@ class ResumableTraining:
             torch.save(state, f)
 
     def restore_training_state(self, path: str, train_data) -> bool:
-        """Load the state saved at the end of the last finished epoch; True if training had already ended."""
+        """Load the state saved at the end of the last finished epoch; True if training has nothing left to do under
+        this run's settings (a finished run continues when given more ``epochs`` or a longer ``stopping_step``)."""
         state = torch.load(path, map_location=self.device, weights_only=True)
         load_model_state(self.model, state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         set_random_state(state["random"], train_data)
         self.start_epoch, self.cur_step = state["epoch"] + 1, state["cur_step"]
         self.best_valid_score, self.best_valid_result = state["best_valid_score"], state["best_valid_result"] or None
-        getLogger().info(f"resumed from {path}: epoch {state['epoch']} was the last one finished"
-                         + (" (training had ended)" if state["finished"] else ""))
-        return state["finished"]
+        stopped_early, done = self.cur_step > self.stopping_step, self.start_epoch >= self.epochs
+        getLogger().info(f"resumed from {path}: epoch {state['epoch']} was the last one finished" + (
+            " (training had ended by early stopping; a larger --stopping_step continues it)" if stopped_early else
+            " (training had ended; a larger --epochs continues it)" if done else
+            f", training continues to epoch {self.epochs - 1}"))
+        return stopped_early or done
 

@@ -132,11 +132,26 @@ def _cemg_relations(config: MutableMapping[str, Any]) -> Iterator[tuple[str, str
         yield "lora", "the LoRA rank `r` must be a positive integer."
     if lora and not config["llm_path"]:
         yield "lora", "LoRA needs a pretrained model in `llm_path`."
+    if lora:
+        import dataclasses
+
+        from peft import LoraConfig
+
+        known = {field.name for field in dataclasses.fields(LoraConfig)}
+        for key in sorted(set(lora) - known):
+            yield "lora", (f"'{key}' is not a LoRA setting (peft's LoraConfig knows e.g. r, lora_alpha, "
+                           "lora_dropout, target_modules). Fix its name.")
     if config["train_all_positions"] and config["prompt_suffix"]:
         yield "train_all_positions", ("training on all positions cannot place a `prompt_suffix`; set "
                                       "train_all_positions: False.")
     if config["joint_weight"] and config["generator_input"] != "items":
         yield "joint_weight", "joint training needs the item-level generator (generator_input: items)."
+    if config["joint_weight"] and config["tokenizer_path"]:
+        yield "joint_weight", ("joint training trains the tokenizer, `tokenizer_path` reuses fixed codes: set "
+                               "joint_weight: 0 or leave tokenizer_path empty.")
+    if config["train_all_positions"] and config["train_stride"] > config["MAX_ITEM_LIST_LENGTH"]:
+        yield "train_stride", (f"above MAX_ITEM_LIST_LENGTH ({config['MAX_ITEM_LIST_LENGTH']}): the windows would "
+                               "leave some training targets out. Use a stride of at most MAX_ITEM_LIST_LENGTH.")
     if any(config["score_fusion_weights"]):
         if config["generator_input"] != "items":
             yield "score_fusion_weights", ("score fusion needs the item-level generator (generator_input: items), "

@@ -14,16 +14,29 @@ FORMAT = ("each line is `name kind values`: `name choice [a,b]`, `name uniform l
           "`name quniform low,high,q` or `name loguniform low,high` (bounds of the log)")
 
 
-def check_params_file(path: str) -> None:
-    """Raise a ``UserError`` naming ``path`` (and the line) if it is missing or a line is not a search range."""
+def check_params_file(path: str) -> dict[str, int]:
+    """Raise a ``UserError`` naming ``path`` (and the line) if it is missing or a line is not a search range;
+    return each searched key with its line number."""
     if not os.path.isfile(path):
         raise MissingFileError(f"params file not found: {path} (working directory {os.getcwd()}). Give a search "
                                "space in RecBole's .hyper format, e.g. --params_file=hyper/cemg.hyper.")
+    searched = {}
     with open(path, encoding="utf-8") as f:
         for number, line in enumerate(f, start=1):
             parts = line.split()
             if parts and not _is_range(parts):
                 raise InputError(f"{path}:{number}: {line.strip()!r} is not a search range; {FORMAT}.")
+            if parts:
+                searched[parts[0]] = number
+    return searched
+
+
+def check_searched_keys(path: str, searched: dict[str, int], known: set[str]) -> None:
+    """A searched key outside ``known`` (the run's config keys) is a typo: every trial would be the same run."""
+    for key, number in searched.items():
+        if key not in known:
+            raise InputError(f"{path}:{number}: '{key}' is not a config key of this run's model. Fix its name "
+                             "(keys are case-sensitive; CEMG's are listed in properties/model/CEMG.yaml).")
 
 
 def _is_range(parts: list[str]) -> bool:

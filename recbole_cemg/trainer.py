@@ -2,7 +2,8 @@
 
 1. collaborative item embeddings (a RecBole model trained on the training split, or a file);
 2. + 3. the item tokenizer (collaborative-guided fusion + RQ-VAE), giving every item a unique code tuple
-   (skipped when ``tokenizer_path`` names a codes file of an earlier run);
+   (or the codes of an earlier run on the same data, ``tokenizer_path``; stage 1 still gives the generator its
+   collaborative input and score fusion its trained model);
 4. the generator, epoch by epoch with RecBole's early stopping on the valid metric, where evaluation is CEMG's
    trie-constrained beam search.
 
@@ -24,6 +25,7 @@ import torch
 from recbole.trainer import Trainer
 from recbole.utils import set_color
 
+from recbole_cemg.checkpoints import FINGERPRINT_KEY, check_origin, read_checkpoint, run_identity
 from recbole_cemg.data.features import align_item_features, load_item_features, resolve_path, save_item_features
 from recbole_cemg.data.windows import windowed_train_data
 from recbole_cemg.distributed import DistributedEvaluation, barrier, is_main_process, wrap_model
@@ -60,19 +62,23 @@ class CEMGTrainer(ResumableTraining, DistributedEvaluation, PerUserRecording, Tr
 
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
         model = self.model
-        saved_codes = self.config["tokenizer_path"] or self.finished_stage(".codes.json")
-        if saved_codes:
-            with self.stage("tokenizer"):
-                model.load_codes(resolve_path(saved_codes))
-                self.logger.info(f"item codes loaded from {saved_codes}")
+        finished = self.finished_stage(".collab.npz")
+        if finished:
+            self.read_collaborative(finished)
         else:
             with self.stage("collaborative"):
                 self.fit_collaborative(train_data, valid_data, show_progress)
                 if saved and is_main_process(self.config):
                     save_item_features(self.artifact(".collab.npz"), model.item_tokens[1:],
                                        model.collab_embeddings[1:].cpu().numpy(),
-                                       encoder=f"collab:{self.config['collab_source']}")
-            with self.stage("tokenizer"):
+                                       encoder=f"collab:{self.config['collab_source']}",
+                                       fingerprint=self.config[FINGERPRINT_KEY])
+        saved_codes = self.config["tokenizer_path"] or self.finished_stage(".codes.json")
+        with self.stage("tokenizer"):
+            if saved_codes:
+                model.load_codes(resolve_path(saved_codes))
+                self.logger.info(f"item codes loaded from {saved_codes}")
+            else:
                 report = model.fit_tokenizer(show_progress)
                 self.logger.info(set_color("tokenizer", "blue") + f": {json.dumps(asdict(report))}")
                 if saved and is_main_process(self.config):
@@ -99,25 +105,41 @@ class CEMGTrainer(ResumableTraining, DistributedEvaluation, PerUserRecording, Tr
         return loss
 
     def fit_collaborative(self, train_data, valid_data, show_progress: bool) -> None:
-        """Stage 1: collaborative embeddings from the training split, cold-start rows mapped from content."""
+        """Stage 1: collaborative embeddings from the training split (``collab_source``: a model trained here, a
+        checkpoint or a feature file of this data), cold-start rows mapped from content."""
         model, source = self.model, self.config["collab_source"]
-        dataset = train_data._dataset
-        finished = self.finished_stage(".collab.npz")
-        kind = "features" if finished else source_kind(source)
-        known = model.warm_items
+        kind = source_kind(source)
         if kind == "features":
-            path = finished or resolve_path(source)
-            loaded = align_item_features(load_item_features(path), dataset.field2token_id[dataset.iid_field],
-                                         dataset.item_num, "collab", path, self.config["feature_unknown_items"])
-            embeddings, known = loaded.values, loaded.mask & model.warm_items
-        elif kind == "checkpoint":
-            embeddings = load_checkpoint_embeddings(source, dataset.item_num)
+            self.read_collaborative(resolve_path(source))
+            return
+        if kind == "checkpoint":
+            embeddings = load_checkpoint_embeddings(self.config, model.n_items)
         else:
             collab = train_collaborative_model(self.config, train_data, valid_data, show_progress,
                                                self.artifact(".collab.pth"), self.resuming)
-            embeddings = collab.item_embedding.weight.detach()[: dataset.item_num].float().cpu()
+            embeddings = collab.item_embedding.weight.detach()[: model.n_items].float().cpu()
             if model.collab_model is not None:
                 model.collab_model.load_state_dict(collab.state_dict())
+        self.install_collaborative(embeddings, model.warm_items)
+
+    def read_collaborative(self, path: str) -> None:
+        """Collaborative embeddings from a feature file: ``collab_source``, or the ``.collab.npz`` an interrupted
+        run left (then also its trained collaborative model, for score fusion)."""
+        model = self.model
+        stored = load_item_features(path)
+        if stored.fingerprint:
+            check_origin({FINGERPRINT_KEY: stored.fingerprint}, self.config, path, "collab_source")
+        token2id = {token: i for i, token in enumerate(model.item_tokens)}
+        loaded = align_item_features(stored, token2id, model.n_items, "collab", path,
+                                     self.config["feature_unknown_items"])
+        trained_here = source_kind(self.config["collab_source"]) == "model"  # else built from its checkpoint
+        if model.collab_model is not None and trained_here and path == self.finished_stage(".collab.npz"):
+            model.collab_model.load_state_dict(read_checkpoint(self.artifact(".collab.pth"), "resume")["state_dict"])
+        self.logger.info(f"collaborative embeddings read from {path}")
+        self.install_collaborative(loaded.values, loaded.mask & model.warm_items)
+
+    def install_collaborative(self, embeddings: torch.Tensor, known: torch.Tensor) -> None:
+        model = self.model
         embeddings = map_cold_items(embeddings, known.clone(), model.content)
         model.collab_embeddings.copy_(embeddings.to(model.collab_embeddings.device))
 
@@ -125,8 +147,8 @@ class CEMGTrainer(ResumableTraining, DistributedEvaluation, PerUserRecording, Tr
         if not self.config["single_spec"] and self.config["local_rank"] != 0:
             return
         path = kwargs.pop("saved_model_file", self.saved_model_file)
-        state = {"epoch": epoch, "cur_step": self.cur_step, "best_valid_score": float(self.best_valid_score),
-                 "state_dict": self.model.checkpoint_state()}
+        state = {"run": run_identity(self.config), "epoch": epoch, "cur_step": self.cur_step,
+                 "best_valid_score": float(self.best_valid_score), "state_dict": self.model.checkpoint_state()}
         with atomic_write(path) as f:
             torch.save(state, f)
         if self.config["lora"]:  # the adapter also in peft's own format, loadable with PeftModel.from_pretrained

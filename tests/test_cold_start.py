@@ -25,7 +25,9 @@ def test_cold_items_leave_training_entirely(tiny_run_config):
     before = {(int(u), tuple(h[:n].tolist()), int(t))
               for u, h, n, t in zip(inter["user_id"], inter["item_id_list"], inter["item_length"], inter["item_id"])}
     cold = choose_cold_items(train_data._dataset.item_num, 0.15, seed=1)
+    fields = {name: values.clone() for name, values in inter.interaction.items()}
     reduced = remove_from_training(config, train_data, cold)._dataset.inter_feat
+    assert all(torch.equal(inter[name], values) for name, values in fields.items())  # training data left as it was
     assert len(reduced) > 0
     assert not cold[reduced["item_id"]].any() and not cold[reduced["item_id_list"]].any()
     for user, history, length, target in zip(reduced["user_id"], reduced["item_id_list"], reduced["item_length"],

@@ -163,5 +163,5 @@ def test_run_compare_adds_cemg_s_stage_one_model_and_its_ensemble(tmp_path, monk
 
 
 def test_seeds_must_be_integers(stops_with, monkeypatch):
-    with stops_with(r"--seeds='1,abc': give comma-separated integers"):
+    with stops_with(r"--seeds=1,abc: give comma-separated integers"):
         run_command(run_cli.main, ["run_cemg.py", "--dataset=tiny", "--compare=SASRec", "--seeds=1,abc"], monkeypatch)

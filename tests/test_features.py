@@ -97,6 +97,13 @@ def test_integer_features(tmp_path):
     expect_error(path, match="floating point")
 
 
+@pytest.mark.parametrize("item_id", [np.array([["a", "b"], ["c", "d"]]), np.array([], dtype=str),
+                                     np.array([1, 2])], ids=["2-D", "empty", "ints"])
+def test_item_ids_must_be_a_list_of_string_tokens(tmp_path, item_id):
+    path = write_raw(tmp_path / "f.npz", item_id=item_id, features=rows(max(len(item_id), 1))[:len(item_id)])
+    expect_error(path, match="'item_id' must be a non-empty 1-D array of the item tokens as strings")
+
+
 def test_not_an_npz(tmp_path):
     path = tmp_path / "f.npz"
     path.write_text("item_id,features\na,0.1\n")

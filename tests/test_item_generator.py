@@ -102,6 +102,7 @@ def test_score_fusion_is_chosen_on_valid_and_reported_beside_the_pure_ranker(fus
     fusion = fused_run["score_fusion"]
     valid = {float(w): v for w, v in fusion["valid_by_weight"].items()}
     assert set(valid) == {0.0, 0.5, 2.0}
+    assert len(set(valid.values())) > 1  # the collaborative score changes the ranking: a no-op fusion fails here
     assert fusion["weight"] == max(valid, key=valid.get)
     assert fusion["best_valid_result"]["ndcg@10"] == pytest.approx(valid[fusion["weight"]])
     # weight 0 is the pure generative ranker: its valid score is the run's own best valid result

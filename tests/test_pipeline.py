@@ -23,6 +23,7 @@ from recbole.data.interaction import Interaction
 from recbole_cemg import quick_start
 from recbole_cemg.model.cemg import FALLBACK_SCORE
 from recbole_cemg.model.decoding import constrained_beam_search
+from recbole_cemg.resume import state_path
 from recbole_cemg.utils import get_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -77,6 +78,13 @@ def cemg(tmp_path_factory):
 def cemg_tokens(tmp_path_factory):
     """CEMG with the token-level generator (trie-constrained beam search)."""
     return _recorded_run("CEMG", str(tmp_path_factory.mktemp("cemg_tokens_saved")), generator_input="tokens")
+
+
+@pytest.fixture(scope="module")
+def cemg_joint(tmp_path_factory):
+    """CEMG with joint training, the items re-coded after every epoch."""
+    return _recorded_run("CEMG", str(tmp_path_factory.mktemp("cemg_joint_saved")), joint_weight=0.1,
+                         joint_recode_step=1, epochs=3, stopping_step=10)
 
 
 @pytest.fixture(scope="module")
@@ -307,6 +315,89 @@ def test_item_level_scores_every_item_exactly(cemg):
         probe = Interaction({model.ITEM_SEQ: interaction[model.ITEM_SEQ],
                              model.ITEM_SEQ_LEN: interaction[model.ITEM_SEQ_LEN], model.ITEM_ID: items})
         torch.testing.assert_close(model.predict(probe), scores[torch.arange(interaction.length), items])
+
+
+def test_predict_scores_each_distinct_history_once(cemg, monkeypatch):
+    """RecBole's sampled evaluation asks ``predict`` for many candidate rows of one user: the history is scored
+    once per user, and every row gets its candidate's exact score."""
+    model = cemg["model"].eval()
+    interaction = first_batch(cemg["test_data"])
+    candidates = 5
+    items = torch.randint(1, N_ITEMS + 1, (interaction.length * candidates,))
+    probe = Interaction({model.ITEM_SEQ: interaction[model.ITEM_SEQ].repeat_interleave(candidates, 0),
+                         model.ITEM_SEQ_LEN: interaction[model.ITEM_SEQ_LEN].repeat_interleave(candidates),
+                         model.ITEM_ID: items})
+    scored_rows = []
+    last_states = model._last_states
+    monkeypatch.setattr(model, "_last_states", lambda rows: scored_rows.append(len(rows)) or last_states(rows))
+    with torch.no_grad():
+        expected = model.full_sort_predict(interaction).repeat_interleave(candidates, 0)
+        scored_rows.clear()
+        predicted = model.predict(probe)
+    distinct = len(torch.unique(torch.cat([interaction[model.ITEM_SEQ],
+                                           interaction[model.ITEM_SEQ_LEN].unsqueeze(1)], 1), dim=0))
+    assert scored_rows == [distinct]
+    torch.testing.assert_close(predicted, expected[torch.arange(len(items)), items])
+
+
+def test_all_positions_loss_is_the_mean_of_every_prefix_loss(cemg):
+    """One pass over a window ``history + target`` trains every prefix: its loss equals the mean, over every
+    position, of the loss of predicting that position's item from the prefix before it, computed one by one."""
+    model = cemg["model"].eval()  # no dropout
+    interaction = next(iter(cemg["train_data"]))[torch.arange(6)]  # training loaders yield the batch itself
+    history, lengths = interaction[model.ITEM_SEQ], interaction[model.ITEM_SEQ_LEN]
+    with torch.no_grad():
+        loss = model.calculate_loss(interaction)
+        per_prefix = []
+        for row in range(len(lengths)):
+            window = history[row, :lengths[row]].tolist() + [int(interaction[model.POS_ITEM_ID][row])]
+            for end in range(1, len(window)):
+                prefix = torch.tensor([window[:end]])
+                state = model.generator.states(model.item_codes[prefix], model.collab_embeddings[prefix])[0, -1]
+                per_prefix.append(-model.generator.item_log_probs(state, model.item_codes)[window[end]])
+    assert len(per_prefix) > len(lengths)  # more than the last positions
+    torch.testing.assert_close(loss, torch.stack(per_prefix).mean(), rtol=1e-4, atol=1e-5)
+
+
+def test_joint_training_recodes_to_unique_codes_that_checkpoint_and_resume_keep(cemg_joint):
+    model, trainer = cemg_joint["model"], cemg_joint["trainer"]
+    with open(os.path.splitext(trainer.saved_model_file)[0] + ".codes.json", encoding="utf-8") as f:
+        staged = json.load(f)["codes"]
+    tokens = model.item_tokens
+    staged_codes = torch.tensor([[0] * len(model.level_sizes)] + [staged[t] for t in tokens[1:]])
+    last = torch.load(state_path(trainer.saved_model_file), weights_only=True)["model"]["item_codes"]
+    assert not torch.equal(last, staged_codes)  # re-coded during training
+    assert len(torch.unique(last[1:], dim=0)) == N_ITEMS
+    best = torch.load(trainer.saved_model_file, weights_only=True)["state_dict"]
+    assert len(torch.unique(best["item_codes"][1:], dim=0)) == N_ITEMS
+    fresh = fresh_model(cemg_joint)
+    fresh.load_codes(os.path.splitext(trainer.saved_model_file)[0] + ".codes.json")
+    fresh.load_checkpoint_state(best)  # the checkpoint's table wins over the codes file, and the trie follows it
+    assert torch.equal(fresh.item_codes, best["item_codes"])
+    node = torch.zeros(N_ITEMS, dtype=torch.long)
+    for level in range(len(fresh.level_sizes)):  # each item's new code tuple leads through the trie to that item
+        node = fresh.trie.child_table(level)[node, best["item_codes"][1:, level]]
+    assert torch.equal(fresh.trie.leaf_items[node], torch.arange(1, N_ITEMS + 1))
+
+
+def test_joint_training_generator_loss_reaches_the_encoder(cemg_joint, monkeypatch):
+    """Not only the tokenizer's own loss: the generator's loss alone has a gradient on the RQ-VAE encoder; the
+    padding item stays out of the tokenizer."""
+    model = cemg_joint["model"].train()
+    interaction = next(iter(cemg_joint["train_data"]))
+    model.zero_grad()
+    tokenized = []
+    tokenizer_forward = model.tokenizer.forward
+    monkeypatch.setattr(model.tokenizer, "forward", lambda rows: tokenized.append(len(rows.collab))
+                        or tokenizer_forward(rows))
+    states, _ = model._item_states(interaction[model.ITEM_SEQ])
+    history = interaction[model.ITEM_SEQ]
+    assert (history == 0).any() and tokenized == [len(torch.unique(history[history > 0]))]  # padding left out
+    last = states[torch.arange(len(states)), interaction[model.ITEM_SEQ_LEN] - 1]
+    model.generator.loss(last, interaction[model.POS_ITEM_ID], model.item_codes).backward()
+    encoder = model.tokenizer.rqvae.encoder[0].weight
+    assert encoder.grad is not None and encoder.grad.abs().sum() > 0
+    model.eval()
 
 
 def test_predict_equals_beam_score(cemg_tokens):

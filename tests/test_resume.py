@@ -98,5 +98,5 @@ def test_killed_twice_then_resumed_gives_the_uninterrupted_result(tmp_path, unin
 
 
 def test_resume_of_a_run_that_left_nothing_is_a_clear_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match="no file of that run exists"):
-        interrupted_run(str(tmp_path / "CEMG-never.pth"))
+    with pytest.raises(FileNotFoundError, match="that run left no resume state"):
+        interrupted_run(str(tmp_path / "CEMG-never.pth"), {"model": "CEMG", "collab_source": "SASRec"})

@@ -107,6 +107,80 @@ def test_dataset_script_missing_input(tmp_path):
     assert line.startswith("convert_amazon: error: Review file not found")
 
 
+# ------------------------------------------------------------------- runs that exited 0 or with a traceback
+def tiny_with_histories(tmp_path, per_user: int) -> str:
+    """A copy of the tiny data set keeping each user's first ``per_user`` interactions (0: the header only)."""
+    folder = tmp_path / "data" / "tiny"
+    shutil.copytree(os.path.join(ROOT, "tests", "data", "tiny"), folder)
+    header, *rows = (folder / "tiny.inter").read_text().splitlines()
+    kept, seen = [], {}
+    for row in rows:
+        user = row.split("\t")[0]
+        seen[user] = seen.get(user, 0) + 1
+        if seen[user] <= per_user:
+            kept.append(row)
+    (folder / "tiny.inter").write_text("\n".join([header, *kept]) + "\n")
+    return str(tmp_path / "data")
+
+
+@pytest.mark.parametrize("per_user, expected", [(0, "no interaction rows"), (1, "no user has the 3 interactions"),
+                                                (2, "no user has the 3 interactions")])
+def test_data_too_small_for_the_split_stops(tmp_path, per_user, expected):
+    data_path = tiny_with_histories(tmp_path, per_user)
+    line = assert_user_error(run_tiny(tmp_path, f"--data_path={data_path}", "--feature_unknown_items=ignore"), "tiny")
+    assert expected in line
+
+
+@pytest.mark.parametrize("flag, names", [
+    ("--nproc=0", ["--nproc=0"]),
+    ("--cold_item_ratio=0.99", ["`cold_item_ratio`", "<= 0.5"]),
+    ("--train_stride=25", ["`train_stride`", "MAX_ITEM_LIST_LENGTH"]),
+    ("--topk=[10,100]", ["`topk`", "only 60 items"]),
+    ("--lora={r: 8, lora_alpa: 16}", ["`lora`", "'lora_alpa' is not a LoRA setting"]),
+    ("--tokenizer_path=x.codes.json", ["`joint_weight`", "tokenizer_path"]),
+    ("--epochs=2", ["--epochs=3", "Give each --key=value once"]),
+])
+def test_invalid_run_settings_stop(tmp_path, flag, names):
+    extra = {"--topk=[10,100]": ["--num_beams=100"], "--lora={r: 8, lora_alpa: 16}": ["--llm_path=gpt2"],
+             "--tokenizer_path=x.codes.json": ["--joint_weight=0.1"], "--epochs=2": ["--epochs=3"]}.get(flag, [])
+    assert_user_error(run_tiny(tmp_path, flag, *extra), *names)
+
+
+def test_checkpoint_dir_under_a_file_stops_before_any_work(tmp_path):
+    (tmp_path / "a-file").write_text("")
+    folder = tmp_path / "a-file" / "saved"
+    line = assert_user_error(run("run_cemg.py", *TINY, f"--checkpoint_dir={folder}"), "`checkpoint_dir`", str(folder))
+    assert "cannot write there" in line
+
+
+def test_llm_path_without_a_model_is_named(tmp_path):
+    (tmp_path / "empty").mkdir()
+    line = assert_user_error(run_tiny(tmp_path, f"--llm_path={tmp_path / 'empty'}"), str(tmp_path / "empty"))
+    assert "no config.json" in line
+
+
+def test_seeds_that_are_not_integers(tmp_path):
+    assert_user_error(run_tiny(tmp_path, "--compare=SASRec", "--seeds=1,abc"), "--seeds=1,abc")
+
+
+@pytest.mark.parametrize("script, args", [
+    ("benchmarks/compare.py", ["--models=SASRec,CEMG[nonexistent_key=1]", "--data_path=tests/data"]),
+    ("run_cemg.py", ["--compare=SASRec,CEMG[nonexistent_key=1]"]),
+])
+def test_variant_key_typo_stops_the_comparison_before_any_training(tmp_path, script, args):
+    output = [f"--output={tmp_path / 'out'}"] if script.startswith("benchmarks") else []
+    line = assert_user_error(run(script, *TINY, *args, *output), "'nonexistent_key'", "CEMG")
+    assert "not a config key" in line and not (tmp_path / "out.json").exists()
+
+
+def test_hyper_line_with_a_key_typo_stops(tmp_path):
+    params = tmp_path / "typo.hyper"
+    params.write_text("learning_rate choice [0.01]\ncodebok_size choice [4,8]\n")
+    line = assert_user_error(run("run_hyper.py", "--model=CEMG", *TINY, f"--params_file={params}",
+                                 f"--output_file={tmp_path / 'h'}"), f"{params}:2", "'codebok_size'")
+    assert "not a config key" in line
+
+
 # ------------------------------------------------------------------------------------------------- the schema
 def defaults() -> dict:
     merged = {}

@@ -15,7 +15,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from recbole_cemg.compare import baseline_ensembles, compare, literal_value, load_runs, report, split_models
+from recbole_cemg.compare import (baseline_ensembles, check_variants, compare, literal_value, load_runs, report,
+                                  split_models)
 from recbole_cemg.errors import InputError, add_debug_flag, command_line
 
 
@@ -59,6 +60,7 @@ def main() -> None:
         report(rows, args.output, args.reference)
         return
 
+    check_variants(split_models(args.models), args.dataset, config_files, common)  # typos before any training
     compare(split_models(args.models), args.dataset, config_files, common, parse(args.cemg_set),
             parse_seeds(args.seeds), reuse_collab=not args.own_collab, output=args.output, reference=args.reference)
 
@@ -70,7 +72,7 @@ def parse_seeds(seeds: str | None) -> list[int] | None:
     try:
         return [int(seed) for seed in seeds.split(",")]
     except ValueError:
-        raise InputError(f"--seeds={seeds!r}: give comma-separated integers, e.g. --seeds=2020,2021,2022.") from None
+        raise InputError(f"--seeds={seeds}: give comma-separated integers, e.g. --seeds=2020,2021,2022.") from None
 
 
 if __name__ == "__main__":

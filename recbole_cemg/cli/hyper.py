@@ -16,11 +16,11 @@ import json
 
 from recbole.trainer import HyperTuning
 
-from recbole_cemg.config import read_config_file
+from recbole_cemg.config import known_keys, read_config_file
 from recbole_cemg.errors import add_debug_flag, command_line
 from recbole_cemg.io import atomic_write
 from recbole_cemg.quick_start import objective_function
-from recbole_cemg.search_space import check_params_file
+from recbole_cemg.search_space import check_params_file, check_searched_keys
 
 ALGORITHMS = ("exhaustive", "random", "bayes")
 
@@ -36,9 +36,11 @@ def main() -> None:
     parser.add_argument("--early_stop", type=int, default=10, help="stop after this many trials without gain")
     add_debug_flag(parser)
     args, _ = parser.parse_known_args()
-    check_params_file(args.params_file)
-    for file in args.config_files.split() if args.config_files else []:
+    config_files = args.config_files.split() if args.config_files else None
+    searched = check_params_file(args.params_file)
+    for file in config_files or []:
         read_config_file(file)
+    check_searched_keys(args.params_file, searched, known_keys(None, None, config_files))
     tuner = HyperTuning(objective_function, algo=args.algo, early_stop=args.early_stop, max_evals=args.max_evals,
                         params_file=args.params_file,
                         fixed_config_file_list=args.config_files.split() if args.config_files else None)

@@ -7,7 +7,7 @@
     cemg-run --dataset=ml-100k --compare=SASRec,GRU4Rec,CEMG --seeds=2020,2021 --output=results/ml-100k
     cemg-run --dataset=ml-100k --compare="CEMG,CEMG[fusion=concat],CEMG[modalities=[]]" --output=ablation
     cemg-run --dataset=ml-100k --nproc=2                  # data-parallel over 2 GPUs (or CPU processes)
-    cemg-run --dataset=ml-100k --resume=saved/CEMG-<time>.pth   # continue an interrupted run
+    cemg-run --dataset=ml-100k --resume=saved/CEMG-<time>-<suffix>.pth   # continue an interrupted run
 
 Any further ``--key=value`` overrides a config value, as with RecBole's own run script.
 """
@@ -20,7 +20,7 @@ import os
 
 from recbole_cemg.cli.compare import parse_seeds
 from recbole_cemg.compare import compare, split_models
-from recbole_cemg.errors import add_debug_flag, command_line
+from recbole_cemg.errors import InputError, add_debug_flag, command_line
 from recbole_cemg.evaluation import store_user_results
 from recbole_cemg.io import atomic_write
 from recbole_cemg.quick_start import run
@@ -48,6 +48,8 @@ def main() -> None:
     add_debug_flag(parser)
     args, _ = parser.parse_known_args()
     config_files = args.config_files.split() if args.config_files else None
+    if args.nproc < 1:
+        raise InputError(f"--nproc={args.nproc}: give the number of processes to run on this machine, at least 1.")
     if args.compare:
         # each model exactly as its own single run (CEMG trains its own stage 1; cemg-compare can reuse SASRec's)
         compare(split_models(args.compare), args.dataset, config_files, seeds=parse_seeds(args.seeds),

@@ -31,13 +31,15 @@ def check_atomic_files(config: Any) -> None:
             continue
         load, unload = _columns(config, source)
         if load != set():
-            check_atomic_file(path, load, unload, config["field_separator"], config["seq_separator"],
-                              config["encoding"])
+            rows = check_atomic_file(path, load, unload, config["field_separator"], config["seq_separator"],
+                                     config["encoding"])
+            if source == "inter" and not rows:
+                raise InputError(f"{path}: no interaction rows, only a header. Add the interactions, one per line.")
 
 
 def check_atomic_file(path: str, load: set[str] | None = None, unload: set[str] | frozenset = frozenset(),
-                      separator: str = "\t", seq_separator: str = " ", encoding: str = "utf-8") -> None:
-    """Raise ``InputError('<path>:<line>: ...')`` at the first bad header field or row.
+                      separator: str = "\t", seq_separator: str = " ", encoding: str = "utf-8") -> int:
+    """Raise ``InputError('<path>:<line>: ...')`` at the first bad header field or row; return the number of rows.
 
     The header holds ``name:type`` fields, ``load`` (None: all) must be among them; every row has one cell per
     field, and the loaded float fields parse (an empty cell is a missing value, which RecBole fills).
@@ -45,7 +47,7 @@ def check_atomic_file(path: str, load: set[str] | None = None, unload: set[str] 
     with open(path, encoding=encoding) as f:
         try:
             names, numeric = _header(path, f.readline().rstrip("\n"), load, unload, separator)
-            width = len(names)
+            width, rows = len(names), 0
             for line_number, line in enumerate(f, start=2):
                 cells = line.rstrip("\n").split(separator)
                 if len(cells) != width:
@@ -63,9 +65,11 @@ def check_atomic_file(path: str, load: set[str] | None = None, unload: set[str] 
                         raise InputError(f"{path}:{line_number}: field '{names[column]}' is {cell!r}, not a "
                                          f"number. Fix or remove the row (an empty cell is read as missing)."
                                          ) from None
+                rows += 1
         except UnicodeDecodeError as error:
             raise InputError(f"{path}: not {encoding} text ({error.reason} at byte {error.start} of a block). "
                              "Save it as UTF-8, or set `encoding`.") from None
+    return rows
 
 
 def _header(path: str, header: str, load: set[str] | None, unload: set[str] | frozenset,

@@ -9,15 +9,19 @@ from typing import Any
 
 import numpy as np
 from recbole.data.dataloader import TrainDataLoader
+from recbole.data.interaction import Interaction
 
 from recbole_cemg.errors import InputError
 from recbole_cemg.evaluation import UserResults
+from recbole_cemg.schema import schema, violation
 
 
 def choose_cold_items(n_items: int, ratio: float, seed: int) -> torch.Tensor:
-    """A boolean mask over internal item ids marking ``round(ratio * (n_items - 1))`` random items (never padding)."""
-    if not 0.0 <= ratio < 1.0:
-        raise InputError(f"Invalid config value `cold_item_ratio` = {ratio}: must be in [0, 1).")
+    """A boolean mask over internal item ids marking ``round(ratio * (n_items - 1))`` random items (never padding);
+    ``ratio`` within the config schema's bounds of ``cold_item_ratio`` (at least half the items stay warm)."""
+    expected = violation(ratio, schema()["cold_item_ratio"])
+    if expected:
+        raise InputError(f"config `cold_item_ratio` = {ratio!r}: expected {expected}.")
     generator = torch.Generator().manual_seed(seed)
     chosen = torch.randperm(n_items - 1, generator=generator)[: round(ratio * (n_items - 1))] + 1
     cold = torch.zeros(n_items, dtype=torch.bool)
@@ -27,25 +31,24 @@ def choose_cold_items(n_items: int, ratio: float, seed: int) -> torch.Tensor:
 
 def remove_from_training(config, train_data, cold: torch.Tensor) -> TrainDataLoader:
     """Training rows without the cold items: rows that target one are dropped, and they are cut out of histories
-    (the remaining history keeps its order; rows left with no history are dropped)."""
+    (the remaining history keeps its order; rows left with no history are dropped). ``train_data`` is left as it
+    was."""
     dataset = train_data._dataset
     item_field = dataset.iid_field
-    list_field = item_field + config["LIST_SUFFIX"]
     length_field = config["ITEM_LIST_LENGTH_FIELD"]
-    inter = dataset.inter_feat
-    history = inter[list_field]
+    fields = dict(dataset.inter_feat.interaction)  # new tensors replace the fields of this copy, not the dataset's
+    history = fields[item_field + config["LIST_SUFFIX"]]
     keep = (history > 0) & ~cold[history]
     order = torch.argsort((~keep).int(), dim=1, stable=True)  # kept items first, in their original order
-    for field in list(inter.interaction):
+    for field, values in fields.items():
         if field.endswith(config["LIST_SUFFIX"]):
-            values = inter[field]
             index = order.view(*order.shape, *([1] * (values.dim() - 2))).expand_as(values)
             compacted = values.gather(1, index)
             mask = keep.gather(1, order).view(*order.shape, *([1] * (values.dim() - 2))).expand_as(values)
-            inter.interaction[field] = torch.where(mask, compacted, torch.zeros_like(compacted))
-    inter.interaction[length_field] = keep.sum(1)
-    rows = ~cold[inter[item_field]] & (inter[length_field] > 0)
-    subset = dataset.copy(inter[rows])
+            fields[field] = torch.where(mask, compacted, torch.zeros_like(compacted))
+    fields[length_field] = keep.sum(1)
+    rows = ~cold[fields[item_field]] & (fields[length_field] > 0)
+    subset = dataset.copy(Interaction(fields)[rows])
     return TrainDataLoader(config, subset, train_data._sampler, shuffle=config["shuffle"])
 
 

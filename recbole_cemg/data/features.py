@@ -4,7 +4,9 @@ One file per modality, ``<feature_path>/<dataset>.<modality>.npz``, holding thre
 
 ``item_id``   the item tokens exactly as in the dataset's atomic files (strings), one per row;
 ``features``  a float matrix ``[rows, dim]`` (float16 or float32), finite;
-``encoder``   a string naming the model that produced the features (``""`` when unknown).
+``encoder``   a string naming the model that produced the features (``""`` when unknown);
+``data_fingerprint`` (optional) the fingerprint of the data the features were learned from
+              (``recbole_cemg.checkpoints``; the plugin's ``.collab.npz`` files carry it).
 
 Items of the dataset missing from a file simply lack that modality (it is masked in the fusion). Rows are matched to
 RecBole's internal ids through ``dataset.field2token_id``, so the order of the file does not matter.
@@ -33,6 +35,7 @@ class ItemFeatures:
     item_tokens: np.ndarray
     features: np.ndarray
     encoder: str = ""
+    fingerprint: str = ""
 
 
 @dataclass
@@ -45,7 +48,8 @@ class AlignedFeatures:
     encoder: str = ""
 
 
-def save_item_features(path: str, item_tokens, features: np.ndarray, encoder: str = "") -> None:
+def save_item_features(path: str, item_tokens, features: np.ndarray, encoder: str = "",
+                       fingerprint: str | None = None) -> None:
     """Write a feature file atomically: a crash leaves either the old file or the new one, never half of one."""
     features = np.asarray(features)
     item_tokens = np.asarray([str(t) for t in item_tokens])
@@ -53,7 +57,8 @@ def save_item_features(path: str, item_tokens, features: np.ndarray, encoder: st
         raise ValueError(f"{path}: need one feature row per item token, got {len(item_tokens)} tokens and "
                          f"features of shape {features.shape}.")
     with atomic_write(path) as f:
-        np.savez(f, item_id=item_tokens, features=features, encoder=np.asarray(encoder))
+        np.savez(f, item_id=item_tokens, features=features, encoder=np.asarray(encoder),
+                 data_fingerprint=np.asarray(fingerprint or ""))
 
 
 def load_item_features(path: str) -> ItemFeatures:
@@ -70,11 +75,17 @@ def load_item_features(path: str) -> ItemFeatures:
             missing = {"item_id", "features"} - set(data.files)
             if missing:
                 raise ValueError(f"missing array(s) {sorted(missing)}; expected 'item_id' and 'features'")
-            tokens = data["item_id"].astype(str)
+            tokens = data["item_id"]
             features = data["features"]
             encoder = str(data["encoder"]) if "encoder" in data.files else ""
+            fingerprint = str(data["data_fingerprint"]) if "data_fingerprint" in data.files else ""
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as error:
         raise InputError(f"{path}: not a readable .npz feature file ({error}).") from error
+    if tokens.ndim != 1 or tokens.dtype.kind not in "US" or not len(tokens):
+        raise InputError(f"{path}: 'item_id' must be a non-empty 1-D array of the item tokens as strings (as in the "
+                         f"atomic files), got {tokens.dtype} of shape {tokens.shape}. Write the tokens with str(), "
+                         "one per feature row.")
+    tokens = tokens.astype(str)
     if features.ndim != 2 or features.shape[0] != tokens.shape[0]:
         raise InputError(f"{path}: 'features' must be a matrix with one row per 'item_id' ({tokens.shape[0]} ids), "
                          f"got shape {features.shape}.")
@@ -88,7 +99,7 @@ def load_item_features(path: str) -> ItemFeatures:
     if (counts > 1).any():
         raise InputError(f"{path}: duplicate item tokens, e.g. '{unique[counts > 1][0]}' "
                          f"({int((counts > 1).sum())} duplicated). Keep one row per item.")
-    return ItemFeatures(tokens, features, encoder)
+    return ItemFeatures(tokens, features, encoder, fingerprint)
 
 
 def align_item_features(stored: ItemFeatures, token2id: dict, n_items: int, name: str, source: str,

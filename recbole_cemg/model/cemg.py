@@ -20,6 +20,7 @@ from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType
 from torch.distributed import ReduceOp
 
+from recbole_cemg.checkpoints import check_origin, run_identity
 from recbole_cemg.data.features import load_modalities
 from recbole_cemg.distributed import all_reduce
 from recbole_cemg.errors import InputError, MissingFileError
@@ -49,7 +50,7 @@ class CEMG(SequentialRecommender):
         self.num_beams = config["num_beams"]
 
         self.content = load_modalities(config, dataset, config["modalities"] or [])
-        collab_dim = collaborative_dim(config)
+        collab_dim = collaborative_dim(config, self.n_items)
         names = [f.name for f in self.content] + (["collab"] if config["collab_in_fusion"] else [])
         dims = [f.values.shape[1] for f in self.content] + ([collab_dim] if config["collab_in_fusion"] else [])
         self.tokenizer = ItemTokenizer(
@@ -135,7 +136,7 @@ class CEMG(SequentialRecommender):
     def save_codes(self, path: str) -> None:
         """Write ``{item token: [codes]}`` (readable JSON) and the tokenizer's diagnostics atomically;
         ``tokenizer_path`` loads it back."""
-        table = {"level_sizes": self.level_sizes,
+        table = {"run": run_identity(self.config), "level_sizes": self.level_sizes,
                  "report": asdict(self.tokenizer_report) if self.tokenizer_report else None,
                  "codes": {self.item_tokens[i]: self.item_codes[i].tolist() for i in range(1, self.n_items)}}
         with atomic_write(path, "w", encoding="utf-8") as f:
@@ -144,6 +145,7 @@ class CEMG(SequentialRecommender):
     def load_codes(self, path: str) -> None:
         """Read a codes file written by ``save_codes`` and check it matches this dataset and configuration."""
         table = read_codes_file(path)
+        check_origin(table.get("run") or {}, self.config, path, "tokenizer_path")
         if table.get("level_sizes") != self.level_sizes:
             raise InputError(f"{path}: written for code levels {table.get('level_sizes')}, but this run has "
                              f"{self.level_sizes} (codebook_levels, codebook_size, dedup_size).")
@@ -166,11 +168,13 @@ class CEMG(SequentialRecommender):
         and with joint training the tokenizer's loss on these items (else 0)."""
         latent, tokenizer_loss = None, 0.0
         if self.joint_weight:  # straight-through latent: the generator's loss reaches the RQ-VAE and the fusion
-            unique, inverse = torch.unique(items, return_inverse=True)
+            unique, inverse = torch.unique(items, return_inverse=True)  # sorted: the padding item 0 comes first
             if self.device_tokenizer_inputs is None:
                 self.device_tokenizer_inputs = self.tokenizer_inputs().to(items.device)
-            out = self.tokenizer(self.device_tokenizer_inputs.rows(unique))
-            latent, tokenizer_loss = out["quantised"][inverse], out["loss"]
+            padding = int(unique[0] == 0)  # it has no features: kept out of the tokenizer and its in-batch loss
+            out = self.tokenizer(self.device_tokenizer_inputs.rows(unique[padding:]))
+            quantised = torch.cat([out["quantised"].new_zeros(padding, out["quantised"].shape[1]), out["quantised"]])
+            latent, tokenizer_loss = quantised[inverse], out["loss"]
         states = self.generator.states(self.item_codes[items], self.collab_embeddings[items], latent)
         return states, tokenizer_loss
 
@@ -210,9 +214,12 @@ class CEMG(SequentialRecommender):
 
     def predict(self, interaction) -> torch.Tensor:
         """Teacher-forced log-probability of the given item's code tuple."""
-        if self.item_level:
-            scores = self.full_sort_predict(interaction)
-            return scores.gather(1, interaction[self.ITEM_ID].unsqueeze(1)).squeeze(1)
+        if self.item_level:  # a user's candidate rows share one history: score it once, not once per candidate
+            key = torch.cat([interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN].unsqueeze(1)], dim=1)
+            _, inverse = torch.unique(key, dim=0, return_inverse=True)
+            first = torch.empty(int(inverse.max()) + 1, dtype=torch.long, device=key.device)
+            first[inverse] = torch.arange(len(key), device=key.device)  # one row of each distinct history
+            return self._item_scores(interaction[first])[inverse, interaction[self.ITEM_ID]]
         history, lengths = self._history(interaction)
         target = self.generator.code_tokens(self.item_codes[interaction[self.ITEM_ID]])
         return self.generator.target_log_probs(history, lengths, target).sum(-1)
@@ -222,9 +229,8 @@ class CEMG(SequentialRecommender):
         log-probability; all others rank below them in a fixed order."""
         if self.item_level:
             start = time.perf_counter()
-            scores = self.generator.item_log_probs(self._last_states(interaction), self.item_codes)
-            self.decoding_stats.add(scores.topk(self.num_beams, dim=1).indices, self.n_items,
-                                    time.perf_counter() - start)
+            scores = self._item_scores(interaction)
+            self.decoding_stats.add_exact(len(scores), time.perf_counter() - start)
             return scores
         history, lengths = self._history(interaction)
         start = time.perf_counter()
@@ -235,6 +241,10 @@ class CEMG(SequentialRecommender):
         rows = torch.arange(len(items), device=items.device).unsqueeze(1).expand_as(items)
         full[rows[found], items[found]] = scores[found]
         return full
+
+    def _item_scores(self, interaction) -> torch.Tensor:
+        """Item-level generator: every item's log-probability ``[batch, items]`` after each row's history."""
+        return self.generator.item_log_probs(self._last_states(interaction), self.item_codes)
 
     # ------------------------------------------------------------------------------------------ checkpoints
     def checkpoint_state(self) -> dict[str, torch.Tensor]:
@@ -262,6 +272,13 @@ class DecodingStats:
 
     def reset(self) -> None:
         self.users, self.seconds, self.generated, self.invalid, self.repeated = 0, 0.0, 0, 0, 0
+
+    def add_exact(self, users: int, seconds: float) -> None:
+        """Users ranked by exact scores over the existing items: their top ``beams`` are valid and distinct by
+        construction, so there is nothing to count item by item."""
+        self.users += users
+        self.seconds += seconds
+        self.generated += users * self.beams
 
     def add(self, items: torch.Tensor, n_items: int, seconds: float) -> None:
         self.users += len(items)

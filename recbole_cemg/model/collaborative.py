@@ -15,8 +15,9 @@ import recbole
 import torch
 import yaml
 
+from recbole_cemg.checkpoints import check_origin, read_checkpoint, recorded_config
 from recbole_cemg.data.features import AlignedFeatures
-from recbole_cemg.errors import InputError, MissingFileError
+from recbole_cemg.errors import InputError
 
 
 def source_kind(source: str) -> str:
@@ -24,28 +25,33 @@ def source_kind(source: str) -> str:
     the same dataset (``.pth``, rows by internal id), or the name of a RecBole model to train in this run."""
     if source.endswith(".npz"):
         return "features"
-    if source.endswith(".pth"):
+    from recbole_cemg.data.features import resolve_path
+
+    if source.endswith(".pth") or os.path.isdir(resolve_path(source)):  # a folder: read_checkpoint names it
         return "checkpoint"
     return "model"
 
 
-def load_checkpoint_embeddings(path: str, n_items: int | None = None) -> torch.Tensor:
-    """The ``item_embedding`` table of a RecBole checkpoint (a run of this plugin or of RecBole on this dataset)."""
+def collab_checkpoint(config, n_items: int, path: str | None = None) -> dict:
+    """A RecBole checkpoint (``collab_source`` unless ``path`` is given; a run of this plugin or of RecBole), read
+    without running code from it and checked to come from this run's data (``recbole_cemg.checkpoints.check_origin``)."""
     from recbole_cemg.data.features import resolve_path
 
-    path = resolve_path(path)
-    if not os.path.isfile(path):
-        raise MissingFileError(f"`collab_source` checkpoint not found: {path}")
-    state = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
-    if "item_embedding.weight" not in state:
-        raise InputError(f"`collab_source` {path}: the checkpoint has no item_embedding table.")
-    table = state["item_embedding.weight"].float()
-    if n_items is None:
-        return table
-    if table.shape[0] not in (n_items, n_items + 1):  # BERT4Rec adds a mask row
-        raise InputError(f"`collab_source` {path}: {table.shape[0]} item rows, the dataset has {n_items}. Was it "
-                         "trained on another dataset or another filtering?")
-    return table[:n_items]
+    key = "collab_source" if path is None else "checkpoint"
+    path = resolve_path(path or config["collab_source"])
+    checkpoint = read_checkpoint(path, key)
+    table = (checkpoint.get("state_dict") or {}).get("item_embedding.weight")
+    if not isinstance(table, torch.Tensor):
+        raise InputError(f"`{key}` {path}: the checkpoint has no item_embedding table. Give the checkpoint "
+                         "of a RecBole sequential model such as SASRec (its best .pth).")
+    recorded = checkpoint.get("run") or recorded_config(checkpoint.get("config"))
+    check_origin(recorded, config, path, key, rows=table.shape[0], n_items=n_items)
+    return checkpoint
+
+
+def load_checkpoint_embeddings(config, n_items: int) -> torch.Tensor:
+    """The ``item_embedding`` table of the checkpoint ``collab_source``, one row per item of this data set."""
+    return collab_checkpoint(config, n_items)["state_dict"]["item_embedding.weight"].float()[:n_items]
 
 
 def collaborative_config(config):
@@ -75,7 +81,7 @@ def collaborative_config(config):
     return sub
 
 
-def collaborative_dim(config) -> int:
+def collaborative_dim(config, n_items: int) -> int:
     """Width of the collaborative embeddings, known before they are trained."""
     source = config["collab_source"]
     kind = source_kind(source)
@@ -84,7 +90,7 @@ def collaborative_dim(config) -> int:
 
         return int(load_item_features(resolve_path(source)).features.shape[1])
     if kind == "checkpoint":
-        return int(load_checkpoint_embeddings(source).shape[1])
+        return int(load_checkpoint_embeddings(config, n_items).shape[1])
     sub = collaborative_config(config)
     dim = sub["hidden_size"] or sub["embedding_size"]
     if not dim:
@@ -95,7 +101,6 @@ def collaborative_dim(config) -> int:
 def build_collaborative_model(config, dataset) -> torch.nn.Module | None:
     """The collaborative model itself, frozen, for score fusion: ``collab_source``'s architecture (trained in stage 1,
     which copies its weights in) or the model of a RecBole checkpoint with its weights; None for a feature file."""
-    from recbole_cemg.data.features import resolve_path
     from recbole_cemg.utils import get_model
 
     source = config["collab_source"]
@@ -105,16 +110,19 @@ def build_collaborative_model(config, dataset) -> torch.nn.Module | None:
     if kind == "model":
         sub = collaborative_config(config)
         return get_model(sub["model"])(sub, dataset).requires_grad_(False)
-    return model_from_checkpoint(resolve_path(source), config["device"], dataset)
+    return model_from_checkpoint(config, dataset)
 
 
-def model_from_checkpoint(path: str, device: torch.device, dataset) -> torch.nn.Module:
-    """A frozen RecBole model rebuilt with the configuration and weights of its checkpoint."""
+def model_from_checkpoint(config, dataset, path: str | None = None) -> torch.nn.Module:
+    """A frozen RecBole model rebuilt from a checkpoint (``collab_source`` unless ``path`` is given): its
+    architecture (the recorded hyper-parameters over this run's config) and weights, checked to come from this
+    run's data."""
     from recbole_cemg.utils import get_model
 
-    checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    sub = checkpoint["config"]
-    sub.final_config_dict["device"] = device
+    checkpoint = collab_checkpoint(config, dataset.item_num, path)
+    sub = copy.copy(config)
+    sub.final_config_dict = {**config.final_config_dict, **recorded_config(checkpoint.get("config")),
+                             "device": config["device"]}
     model = get_model(sub["model"])(sub, dataset)
     model.load_state_dict(checkpoint["state_dict"])
     return model.requires_grad_(False)
@@ -139,8 +147,7 @@ def train_collaborative_model(config, train_data, valid_data, show_progress: boo
     trainer.saved_model_file, trainer.resuming = checkpoint_file, resume
     trainer.fit(train_data, valid_data, verbose=True, saved=True, show_progress=show_progress)
     barrier(sub)  # the first process writes the best model
-    best = torch.load(trainer.saved_model_file, map_location=sub["device"], weights_only=False)
-    model.load_state_dict(best["state_dict"])
+    model.load_state_dict(read_checkpoint(trainer.saved_model_file, "collab_source")["state_dict"])
     return model
 
 

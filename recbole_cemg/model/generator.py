@@ -134,8 +134,8 @@ def build_backbone(llm_path: str | None, llm_config: dict[str, Any] | None, lora
     path = _checked_path(llm_path)
     try:
         model = AutoModel.from_pretrained(path, dtype=dtype)
-    except OSError as error:
-        raise OSError(f"Could not load the model from `llm_path` '{path}': {error}") from error
+    except (OSError, ValueError) as error:
+        raise InputError(f"Could not load the model from `llm_path` '{path}': {str(error).splitlines()[0]}") from error
     if lora:
         from peft import LoraConfig, get_peft_model
 
@@ -163,6 +163,9 @@ def _checked_path(llm_path: str) -> str:
     if llm_path.startswith((".", "/")) and not os.path.isdir(llm_path):  # a path, not a hub name
         raise MissingFileError(f"`llm_path` '{llm_path}' is not a folder. Give a local model folder or a hub name "
                                 "such as Qwen/Qwen2.5-0.5B (hub names need network access).")
+    if os.path.isdir(llm_path) and not os.path.isfile(os.path.join(llm_path, "config.json")):
+        raise MissingFileError(f"`llm_path` '{llm_path}' holds no config.json, so it is not a model folder. Give the "
+                               "folder that save_pretrained wrote (config.json, weights, tokenizer files).")
     return llm_path
 
 
@@ -178,8 +181,9 @@ def _load_pretrained(llm_path: str, level_sizes: list[int], prompt: str, prompt_
     try:
         tokenizer = AutoTokenizer.from_pretrained(llm_path)
         model = AutoModelForCausalLM.from_pretrained(llm_path, dtype=dtype)
-    except OSError as error:
-        raise OSError(f"Could not load the LLM from `llm_path` '{llm_path}': {error}") from error
+    except (OSError, ValueError) as error:
+        raise InputError(f"Could not load the LLM from `llm_path` '{llm_path}': {str(error).splitlines()[0]}"
+                         ) from error
     new_tokens = [code_token(level, code) for level, size in enumerate(level_sizes) for code in range(size)]
     tokenizer.add_tokens(new_tokens, special_tokens=True)
     ids = tokenizer.convert_tokens_to_ids(new_tokens)
