@@ -22,7 +22,7 @@ def test_protocol_applies_to_every_sequential_model():
 
 def test_dataset_model_block_applies_only_to_its_model():
     sasrec, cemg = Config("SASRec", "ml-100k"), Config("CEMG", "ml-100k")
-    assert cemg["epochs"] == 30 and cemg["codebook_size"] == 64  # from the CEMG block of ml-100k.yaml
+    assert cemg["epochs"] == 40 and cemg["codebook_size"] == 64  # from the CEMG block of ml-100k.yaml
     assert sasrec["epochs"] == 200 and sasrec["train_batch_size"] == 2048  # the baseline keeps its settings
     assert Config("CEMG", "ml-100k", config_dict={"epochs": 3})["epochs"] == 3  # the user still wins
 
