@@ -7,6 +7,9 @@ import os
 import subprocess
 import sys
 
+import pytest
+
+from recbole_cemg.evaluation import UserResults
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "run_cemg.py")
@@ -24,7 +27,8 @@ def run_tiny(tmp_path, model: str, *extra: str) -> dict:
     assert process.returncode == 0, process.stderr[-4000:]
     with open(result_file, encoding="utf-8") as f:
         result = json.load(f)
-    assert not [p for p in os.listdir(tmp_path) if p not in ("r.json", "saved")]  # no temporary file left behind
+    # the result, its per-user results beside it, and no temporary file left behind
+    assert sorted(os.listdir(tmp_path)) == ["r.json", "r.users.tsv", "saved"]
     return result
 
 
@@ -39,6 +43,10 @@ def check_common(result: dict, model: str, tmp_path) -> None:
     assert isinstance(result["parameters"], int) and result["parameters"] > 0
     checkpoint = result["checkpoint"]
     assert os.path.dirname(checkpoint) == str(tmp_path / "saved") and os.path.isfile(checkpoint)
+    assert result["per_user"] == "r.users.tsv"
+    users = UserResults.read(str(tmp_path / "r.users.tsv"))
+    assert len(users.users) == 120  # every test user of the tiny data set, once
+    assert users.metric("ndcg@10").mean() == pytest.approx(result["test_result"]["ndcg@10"], abs=1e-4)
 
 
 def test_run_script_sasrec(tmp_path):
