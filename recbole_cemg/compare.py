@@ -142,7 +142,8 @@ def baseline_ensembles(rows: list[dict[str, Any]], dataset: str, config_file_lis
                        config_dict: dict[str, Any] | None) -> list[dict[str, Any]]:
     """``B + B`` for every baseline B with checkpoints of at least two seeds, whenever a row is a score fusion
     (``CEMG + collab score``): seed i's model fused with seed i+1's (cyclically) by the same score-fusion code
-    and weights, the weight chosen on validation. B includes the collaborative model CEMG trained in its stage 1."""
+    and weights, the weight chosen on validation. B includes the collaborative model CEMG trained in its stage 1.
+    An ensemble already among ``rows`` is not built again."""
     fused = [r for r in rows if r.get("score_fusion")]
     if not fused:
         return []
@@ -156,8 +157,11 @@ def baseline_ensembles(rows: list[dict[str, Any]], dataset: str, config_file_lis
         elif (row.get("collaborative") or {}).get("checkpoint"):
             members.setdefault(collaborative_name(row), []).append(
                 (row["config"]["collab_source"], row["seed"], row["collaborative"]["checkpoint"]))
+    built = {r["model"] for r in rows if r.get("ensemble_of")}  # e.g. merged from an earlier comparison
     ensembles = []
     for name, runs in members.items():
+        if f"{name} + {name}" in built:
+            continue
         for i, (model, seed, checkpoint) in enumerate(runs if len(runs) > 1 else []):
             checkpoints = [checkpoint, runs[(i + 1) % len(runs)][2]]
             overrides = dict(config_dict or {}, **({"seed": seed} if seed is not None else {}))
