@@ -78,7 +78,6 @@ def test_content_codes_reach_cold_items_where_id_embeddings_cannot(tiny_run_conf
 
 def test_content_similarity_scores_the_history_profile():
     """The content-only reference: cosine similarity to the normalised sum of the history's unit vectors."""
-    import types
 
     from recbole_cemg.model.content_similarity import ContentSimilarity
 
