@@ -108,7 +108,9 @@ def compare(models: list[str], dataset: str, config_file_list: list[str] | None 
     """The benchmark: every model on every seed, then the baseline ensembles that the fused rows are compared
     with (``baseline_ensembles``). CEMG reads the collaborative model of the SASRec run of its own seed when SASRec
     is listed before it (``reuse_collab``), so no better-tuned SASRec hides inside CEMG. With ``output``, the
-    table is written after every run, so a comparison cut short keeps what it finished."""
+    table is written after every run, so a comparison cut short keeps what it finished; a typo in any variant
+    stops it before the first training."""
+    check_variants(models, dataset, config_file_list, config_dict)
     rows: list[dict[str, Any]] = []
     for model in models:
         for seed in seeds or [None]:

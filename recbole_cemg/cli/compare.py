@@ -15,8 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from recbole_cemg.compare import (baseline_ensembles, check_variants, compare, literal_value, load_runs, report,
-                                  split_models)
+from recbole_cemg.compare import baseline_ensembles, compare, literal_value, load_runs, report, split_models
 from recbole_cemg.errors import InputError, add_debug_flag, command_line
 
 
@@ -60,7 +59,6 @@ def main() -> None:
         report(rows, args.output, args.reference)
         return
 
-    check_variants(split_models(args.models), args.dataset, config_files, common)  # typos before any training
     compare(split_models(args.models), args.dataset, config_files, common, parse(args.cemg_set),
             parse_seeds(args.seeds), reuse_collab=not args.own_collab, output=args.output, reference=args.reference)
 
