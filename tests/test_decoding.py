@@ -177,7 +177,7 @@ def test_sequence_loss_on_two_items_equals_the_next_item_loss(generator, codes):
     lengths = torch.tensor([2, 2, 2])
     with torch.no_grad():
         sequence = generator.sequence_loss(tokens, lengths)
-        single = generator.loss(tokens[:, :1], torch.ones(3, dtype=torch.long), tokens[:, 1])
+        single = generator.target_loss(tokens[:, :1], torch.ones(3, dtype=torch.long), tokens[:, 1])
     assert sequence.item() == pytest.approx(single.item(), abs=1e-5)
     assert sequence.item() > 0
 
@@ -193,7 +193,7 @@ def test_sequence_loss_averages_every_next_item_prediction(generator, codes):
         total, count = 0.0, 0
         for row, length in enumerate(lengths.tolist()):
             for t in range(1, length):
-                per_target = generator.loss(tokens[row:row + 1, :t], torch.tensor([t]), tokens[row:row + 1, t])
+                per_target = generator.target_loss(tokens[row:row + 1, :t], torch.tensor([t]), tokens[row:row + 1, t])
                 total += per_target.item() * len(LEVELS)
                 count += len(LEVELS)
     assert sequence.item() == pytest.approx(total / count, abs=1e-5)
@@ -203,7 +203,7 @@ def test_loss_is_mean_negative_target_log_prob(generator, codes):
     history, lengths = histories(generator, codes, [1, 3, 4], seed=5)
     target = generator.code_tokens(codes[torch.tensor([6, 13, 24])])
     with torch.no_grad():
-        loss = generator.loss(history, lengths, target)
+        loss = generator.target_loss(history, lengths, target)
         log_probs = generator.target_log_probs(history, lengths, target)
     assert log_probs.shape == (3, len(LEVELS))
     assert loss.item() == pytest.approx(-log_probs.mean().item(), abs=1e-5)

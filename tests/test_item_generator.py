@@ -15,6 +15,7 @@ import torch
 from recbole_cemg.compare import fusion_row, load_runs, summarise, write_outputs
 from recbole_cemg.evaluation import store_user_results
 from recbole_cemg.model.item_generator import ItemLevelGenerator
+from recbole_cemg.model.next_item import ItemSequence
 from recbole_cemg.quick_start import run_cemg
 from tests.conftest import ROOT, TINY_CONFIG, code_catalogue
 
@@ -26,16 +27,25 @@ LLM_CONFIG = {"model_type": "llama", "hidden_size": 16, "intermediate_size": 32,
 
 def generator(code_loss: str, seed: int = 0) -> ItemLevelGenerator:
     torch.manual_seed(seed)
-    return ItemLevelGenerator(LEVELS, collab_dim=5, max_history_items=6, llm_config=dict(LLM_CONFIG), dropout=0.0,
-                              code_loss=code_loss).eval()
+    model = ItemLevelGenerator(LEVELS, collab_dim=5, max_history_items=6, llm_config=dict(LLM_CONFIG), dropout=0.0,
+                               code_loss=code_loss).eval()
+    model.set_codes(code_catalogue(LEVELS, N_ITEMS))
+    return model
+
+
+def sequence(model: ItemLevelGenerator, items: torch.Tensor, collab: torch.Tensor,
+             lengths: torch.Tensor | None = None) -> ItemSequence:
+    lengths = (items > 0).sum(1) if lengths is None else lengths
+    return ItemSequence(items, lengths, model.item_codes[items], collab[items])
 
 
 @pytest.mark.parametrize("code_loss", ["items", "levels"])
 def test_scores_are_log_probabilities_of_code_tuples(code_loss):
-    model, codes = generator(code_loss), code_catalogue(LEVELS, N_ITEMS)
+    model = generator(code_loss)
+    codes = model.item_codes
     states = torch.randn(3, 16)
     with torch.no_grad():
-        scores = model.item_log_probs(states, codes)
+        scores = model.item_log_probs(states)
         assert scores.shape == (3, N_ITEMS + 1) and (scores[:, 0] == float("-inf")).all()
         if code_loss == "items":  # a distribution over the items that exist
             torch.testing.assert_close(scores[:, 1:].exp().sum(1), torch.ones(3))
@@ -50,14 +60,14 @@ def test_scores_are_log_probabilities_of_code_tuples(code_loss):
 
 
 def test_states_are_causal_and_ignore_what_follows():
-    model, codes = generator("items"), code_catalogue(LEVELS, N_ITEMS)
+    model = generator("items")
     items = torch.randint(1, N_ITEMS + 1, (2, 6), generator=torch.Generator().manual_seed(1))
     collab = torch.randn(N_ITEMS + 1, 5)
     changed = items.clone()
     changed[:, 4:] = torch.tensor([[3, 0], [0, 0]])  # different (or padding) items after position 3
     with torch.no_grad():
-        before = model.states(codes[items], collab[items])
-        after = model.states(codes[changed], collab[changed])
+        before = model.states(sequence(model, items, collab))
+        after = model.states(sequence(model, changed, collab))
     torch.testing.assert_close(before[:, :4], after[:, :4])
     assert not torch.allclose(before[:, 4:], after[:, 4:])
 
@@ -65,15 +75,14 @@ def test_states_are_causal_and_ignore_what_follows():
 @pytest.mark.parametrize("code_loss", ["items", "levels"])
 def test_training_learns_the_next_item_and_ranks_it_first(code_loss):
     """Histories follow item i -> item i + 1: after training, the next item has the highest exact score."""
-    model, codes = generator(code_loss, seed=1).train(), code_catalogue(LEVELS, N_ITEMS)
+    model = generator(code_loss, seed=1).train()
     collab = torch.randn(N_ITEMS + 1, 5, generator=torch.Generator().manual_seed(2))
     starts = torch.arange(1, N_ITEMS - 5)
     windows = starts.unsqueeze(1) + torch.arange(6).unsqueeze(0)  # [users, 6] consecutive items
     optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
     losses = []
     for _ in range(150):
-        states = model.states(codes[windows[:, :-1]], collab[windows[:, :-1]])
-        loss = model.loss(states.flatten(0, 1), windows[:, 1:].flatten(), codes)
+        loss = model.loss(sequence(model, windows, collab), all_positions=True)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -81,9 +90,28 @@ def test_training_learns_the_next_item_and_ranks_it_first(code_loss):
     assert losses[-1] < 0.2 * losses[0]
     model.eval()
     with torch.no_grad():
-        states = model.states(codes[windows[:, :-1]], collab[windows[:, :-1]])[:, -1]
-        top = model.item_log_probs(states, codes).argmax(1)
+        top = model.all_item_scores(sequence(model, windows[:, :-1], collab)).argmax(1)
     assert (top == windows[:, -1]).float().mean() >= 0.9
+
+
+def test_loss_of_the_last_item_and_of_every_position():
+    """Right-padded windows of different lengths: the last-item loss is the mean NLL of each row's last item given
+    the items before it; the all-positions loss averages that over every prefix, padding never predicted."""
+    model = generator("items")
+    collab = torch.randn(N_ITEMS + 1, 5, generator=torch.Generator().manual_seed(3))
+    windows = torch.tensor([[3, 7, 2, 9], [5, 1, 0, 0], [4, 8, 6, 0]])
+    with torch.no_grad():
+        last = model.loss(sequence(model, windows, collab), all_positions=False)
+        every = model.loss(sequence(model, windows, collab), all_positions=True)
+        prefix_nll = {}
+        for row, window in enumerate(windows.tolist()):
+            real = [item for item in window if item]
+            for end in range(1, len(real)):
+                prefix = torch.tensor([real[:end]])
+                prefix_nll[row, end] = -model.all_item_scores(sequence(model, prefix, collab))[0, real[end]]
+    lasts = [prefix_nll[row, max(end for r, end in prefix_nll if r == row)] for row in range(len(windows))]
+    torch.testing.assert_close(last, torch.stack(lasts).mean())
+    torch.testing.assert_close(every, torch.stack(list(prefix_nll.values())).mean())
 
 
 # ------------------------------------------------------------------------------------------ inside CEMG

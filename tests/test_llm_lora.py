@@ -48,7 +48,7 @@ def test_lora_trains_only_the_adapter_and_the_code_token_rows(tmp_path, tied):
     target = generator.code_tokens(torch.tensor([[2, 1, 0]]))
     losses = []
     for _ in range(20):
-        loss = generator.loss(history, torch.tensor([3]), target)
+        loss = generator.target_loss(history, torch.tensor([3]), target)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

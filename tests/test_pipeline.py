@@ -21,8 +21,8 @@ from packaging.version import Version
 from recbole.data.interaction import Interaction
 
 from recbole_cemg import quick_start
-from recbole_cemg.model.cemg import FALLBACK_SCORE
 from recbole_cemg.model.decoding import constrained_beam_search
+from recbole_cemg.model.generator import FALLBACK_SCORE
 from recbole_cemg.resume import state_path
 from recbole_cemg.utils import get_model
 
@@ -231,7 +231,7 @@ def test_codes_file_and_plot_next_to_checkpoint(cemg, tmp_path):
     assert not other.item_codes.any()
     other.load_codes(path)
     assert torch.equal(other.item_codes, model.item_codes)
-    assert other.trie is not None
+    assert torch.equal(other.generator.item_codes, model.item_codes)  # the generator scores with the new table
 
     with open(stem + ".codes.png", "rb") as f:
         assert f.read(8) == PNG_MAGIC
@@ -258,6 +258,13 @@ def test_codes_file_that_does_not_fit_is_refused(cemg, tmp_path, corruption):
 
 
 # ---------------------------------------------------------------------------------------------------- ranking
+def beams(model, interaction) -> tuple[torch.Tensor, torch.Tensor]:
+    """The token-level generator's beams for a batch of test users, searched directly."""
+    history, generator = model.history(interaction), model.generator
+    return constrained_beam_search(generator, generator.trie, generator.code_tokens(history.codes), history.lengths,
+                                   generator.num_beams)
+
+
 def test_full_sort_predict_ranks_beams_first_without_ties(cemg_tokens):
     model = cemg_tokens["model"].eval()
     interaction = first_batch(cemg_tokens["test_data"])
@@ -266,12 +273,11 @@ def test_full_sort_predict_ranks_beams_first_without_ties(cemg_tokens):
     assert scores.shape == (batch, N_ITEMS + 1)
     assert torch.equal(model.full_sort_predict(interaction), scores)
 
-    history, lengths = model._history(interaction)
-    items, beam_scores = constrained_beam_search(model.generator, model.trie, history, lengths, model.num_beams)
-    assert items.shape == (batch, model.num_beams) and (items > 0).all()
+    items, beam_scores = beams(model, interaction)
+    assert items.shape == (batch, model.generator.num_beams) and (items > 0).all()
     for row in range(batch):
         beam = items[row]
-        assert len(set(beam.tolist())) == model.num_beams
+        assert len(set(beam.tolist())) == model.generator.num_beams
         assert torch.allclose(scores[row, beam], beam_scores[row])
         rest = torch.ones(N_ITEMS + 1, dtype=torch.bool)
         rest[beam] = False
@@ -285,19 +291,18 @@ def test_cold_item_can_be_recommended(cemg_tokens):
     cold = item_id(cemg_tokens, "i59")
     interaction = first_batch(cemg_tokens["test_data"])
     # With a beam per item, constrained decoding reaches every item, the cold one included.
-    beams = model.num_beams
+    width = model.generator.num_beams
     try:
-        model.num_beams = model.n_items - 1
+        model.generator.num_beams = model.n_items - 1
         scores = model.full_sort_predict(interaction)
     finally:
-        model.num_beams = beams
+        model.generator.num_beams = width
     assert (scores[:, 1:] > FALLBACK_SCORE / 2).all()
     assert torch.isfinite(scores[:, cold]).all()
     # And it does show up in ordinary top-12 beams of some test users.
     found = 0
     for batch in cemg_tokens["test_data"]:
-        history, lengths = model._history(batch[0])
-        items, _ = constrained_beam_search(model.generator, model.trie, history, lengths, model.num_beams)
+        items, _ = beams(model, batch[0])
         found += int((items == cold).any(1).sum())
     assert found > 0
 
@@ -329,8 +334,9 @@ def test_predict_scores_each_distinct_history_once(cemg, monkeypatch):
                          model.ITEM_SEQ_LEN: interaction[model.ITEM_SEQ_LEN].repeat_interleave(candidates),
                          model.ITEM_ID: items})
     scored_rows = []
-    last_states = model._last_states
-    monkeypatch.setattr(model, "_last_states", lambda rows: scored_rows.append(len(rows)) or last_states(rows))
+    all_item_scores = model.generator.all_item_scores
+    monkeypatch.setattr(model.generator, "all_item_scores",
+                        lambda history: scored_rows.append(len(history.items)) or all_item_scores(history))
     with torch.no_grad():
         expected = model.full_sort_predict(interaction).repeat_interleave(candidates, 0)
         scored_rows.clear()
@@ -353,9 +359,8 @@ def test_all_positions_loss_is_the_mean_of_every_prefix_loss(cemg):
         for row in range(len(lengths)):
             window = history[row, :lengths[row]].tolist() + [int(interaction[model.POS_ITEM_ID][row])]
             for end in range(1, len(window)):
-                prefix = torch.tensor([window[:end]])
-                state = model.generator.states(model.item_codes[prefix], model.collab_embeddings[prefix])[0, -1]
-                per_prefix.append(-model.generator.item_log_probs(state, model.item_codes)[window[end]])
+                prefix, _ = model.sequence(torch.tensor([window[:end]]), torch.tensor([end]))
+                per_prefix.append(-model.generator.all_item_scores(prefix)[0, window[end]])
     assert len(per_prefix) > len(lengths)  # more than the last positions
     torch.testing.assert_close(loss, torch.stack(per_prefix).mean(), rtol=1e-4, atol=1e-5)
 
@@ -373,12 +378,9 @@ def test_joint_training_recodes_to_unique_codes_that_checkpoint_and_resume_keep(
     assert len(torch.unique(best["item_codes"][1:], dim=0)) == N_ITEMS
     fresh = fresh_model(cemg_joint)
     fresh.load_codes(os.path.splitext(trainer.saved_model_file)[0] + ".codes.json")
-    fresh.load_checkpoint_state(best)  # the checkpoint's table wins over the codes file, and the trie follows it
+    fresh.load_checkpoint_state(best)  # the checkpoint's table wins over the codes file, and the generator's too
     assert torch.equal(fresh.item_codes, best["item_codes"])
-    node = torch.zeros(N_ITEMS, dtype=torch.long)
-    for level in range(len(fresh.level_sizes)):  # each item's new code tuple leads through the trie to that item
-        node = fresh.trie.child_table(level)[node, best["item_codes"][1:, level]]
-    assert torch.equal(fresh.trie.leaf_items[node], torch.arange(1, N_ITEMS + 1))
+    assert torch.equal(fresh.generator.item_codes, best["item_codes"])
 
 
 def test_joint_training_generator_loss_reaches_the_encoder(cemg_joint, monkeypatch):
@@ -391,11 +393,11 @@ def test_joint_training_generator_loss_reaches_the_encoder(cemg_joint, monkeypat
     tokenizer_forward = model.tokenizer.forward
     monkeypatch.setattr(model.tokenizer, "forward", lambda rows: tokenized.append(len(rows.collab))
                         or tokenizer_forward(rows))
-    states, _ = model._item_states(interaction[model.ITEM_SEQ])
     history = interaction[model.ITEM_SEQ]
+    sequence, _ = model.sequence(history, interaction[model.ITEM_SEQ_LEN])
     assert (history == 0).any() and tokenized == [len(torch.unique(history[history > 0]))]  # padding left out
-    last = states[torch.arange(len(states)), interaction[model.ITEM_SEQ_LEN] - 1]
-    model.generator.loss(last, interaction[model.POS_ITEM_ID], model.item_codes).backward()
+    scores = model.generator.all_item_scores(sequence)
+    scores[torch.arange(len(scores)), interaction[model.POS_ITEM_ID]].mean().neg().backward()
     encoder = model.tokenizer.rqvae.encoder[0].weight
     assert encoder.grad is not None and encoder.grad.abs().sum() > 0
     model.eval()
@@ -404,9 +406,8 @@ def test_joint_training_generator_loss_reaches_the_encoder(cemg_joint, monkeypat
 def test_predict_equals_beam_score(cemg_tokens):
     model = cemg_tokens["model"].eval()
     interaction = first_batch(cemg_tokens["test_data"])
-    history, lengths = model._history(interaction)
-    items, beam_scores = constrained_beam_search(model.generator, model.trie, history, lengths, model.num_beams)
-    for j in (0, model.num_beams // 2, model.num_beams - 1):
+    items, beam_scores = beams(model, interaction)
+    for j in (0, model.generator.num_beams // 2, model.generator.num_beams - 1):
         probe = Interaction({model.ITEM_SEQ: interaction[model.ITEM_SEQ],
                              model.ITEM_SEQ_LEN: interaction[model.ITEM_SEQ_LEN], model.ITEM_ID: items[:, j]})
         with torch.no_grad():

@@ -1,8 +1,9 @@
 """CEMG: collaborative-enhanced multimodal generative recommendation, as a RecBole sequential model.
 
 Each item becomes a short tuple of discrete codes (``ItemTokenizer``: collaborative-guided fusion of the item's
-modalities + RQ-VAE + de-duplication level); a causal LM (``CodeGenerator``) learns to write the next item's codes
-after the history's codes; recommendation is trie-constrained beam search over the valid code tuples.
+modalities + RQ-VAE + de-duplication level); a generator built on a causal LM learns the next item's code tuple
+from the history's items and scores every item by it (``next_item.NextItemGenerator``: the item-level generator
+scores every item exactly, the token-level one by trie-constrained beam search).
 
 The stages that precede generator training (collaborative embeddings, tokenizer) are run by ``CEMGTrainer``; this
 class holds their results (``collab_embeddings``, ``item_codes``) and implements RecBole's model contract.
@@ -11,31 +12,27 @@ class holds their results (``collab_embeddings``, ``item_codes``) and implements
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import asdict
-from logging import getLogger
 
 import torch
 from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType
-from torch.distributed import ReduceOp
 
 from recbole_cemg.checkpoints import check_origin, run_identity
 from recbole_cemg.data.features import load_modalities
-from recbole_cemg.distributed import all_reduce
 from recbole_cemg.errors import InputError, MissingFileError
 from recbole_cemg.io import atomic_write
 from recbole_cemg.model.collaborative import build_collaborative_model, collaborative_dim
-from recbole_cemg.model.decoding import CodeTrie, constrained_beam_search
+from recbole_cemg.model.decoding import DecodingStats
 from recbole_cemg.model.generator import CodeGenerator
 from recbole_cemg.model.item_generator import ItemLevelGenerator
+from recbole_cemg.model.next_item import ItemSequence, NextItemGenerator
 from recbole_cemg.model.tokenizer import (ItemTokenizer, TokenizerInputs, TokenizerReport, code_usage, deduplicate,
                                           unique_rows)
 from recbole_cemg.schema import check_config
 
-# Items outside the beams get scores below every beam: FALLBACK_SCORE minus their training-popularity rank, so the
-# order of the tail is fixed (never a tie left to ``topk``).
-FALLBACK_SCORE = -1.0e6
+# The generators ``generator_input`` selects; each owns its loss and its scores of every item.
+GENERATORS: dict[str, type[NextItemGenerator]] = {"items": ItemLevelGenerator, "tokens": CodeGenerator}
 
 
 class CEMG(SequentialRecommender):
@@ -47,7 +44,6 @@ class CEMG(SequentialRecommender):
         self.config = config
         self.item_tokens = list(dataset.field2id_token[self.ITEM_ID])
         self.level_sizes = [config["codebook_size"]] * config["codebook_levels"] + [config["dedup_size"]]
-        self.num_beams = config["num_beams"]
 
         self.content = load_modalities(config, dataset, config["modalities"] or [])
         collab_dim = collaborative_dim(config, self.n_items)
@@ -58,29 +54,23 @@ class CEMG(SequentialRecommender):
             config["rqvae_latent_dim"], config["codebook_levels"], config["codebook_size"], config["fusion"],
             config["fusion_guidance"], config["rqvae_beta"], config["align_weight"], config["align_temperature"],
             config["rqvae_dropout"])
-        self.item_level = config["generator_input"] == "items"
         self.joint_weight = float(config["joint_weight"])
-        if self.item_level:
-            self.generator = ItemLevelGenerator(
-                self.level_sizes, collab_dim, config["MAX_ITEM_LIST_LENGTH"], config["llm_path"],
-                config["llm_config"], config["lora"], generator_dtype(config), config["generator_dropout"],
-                config["code_loss"], latent_dim=config["rqvae_latent_dim"] if self.joint_weight else 0)
-        else:
-            self.generator = CodeGenerator(
-                self.level_sizes, config["MAX_ITEM_LIST_LENGTH"], config["llm_path"], config["llm_config"],
-                config["lora"], config["prompt"] or "", config["prompt_suffix"] or "", generator_dtype(config))
+        counts = training_item_counts(dataset, self.ITEM_ID, self.ITEM_SEQ, self.n_items)
+        self.warm_items = counts > 0
+        self.generator = GENERATORS[config["generator_input"]].from_config(config, self.level_sizes, collab_dim,
+                                                                           counts)
         # Score fusion: the stage-1 model, whose next-item log-probability is added to CEMG's with a weight chosen
         # on the validation split (CEMGTrainer.score_fusion); CEMG's own ranking stays the pure generative one.
         self.collab_model = build_collaborative_model(config, dataset) if any(config["score_fusion_weights"]) else None
 
         self.register_buffer("collab_embeddings", torch.zeros(self.n_items, collab_dim))
         self.register_buffer("item_codes", torch.zeros(self.n_items, len(self.level_sizes), dtype=torch.long))
-        self.warm_items, fallback = training_item_statistics(dataset, self.ITEM_ID, self.ITEM_SEQ, self.n_items)
-        self.register_buffer("fallback_scores", fallback, persistent=False)
-        self.trie: CodeTrie | None = None
         self.device_tokenizer_inputs: TokenizerInputs | None = None
         self.tokenizer_report: TokenizerReport | None = None
-        self.decoding_stats = DecodingStats(self.num_beams)
+
+    @property
+    def decoding_stats(self) -> DecodingStats:
+        return self.generator.decoding_stats
 
     # ------------------------------------------------------------------------------------------ item codes
     def tokenizer_inputs(self) -> TokenizerInputs:
@@ -122,8 +112,7 @@ class CEMG(SequentialRecommender):
         joint training goes on shaping it (``joint_weight``; ``recode`` then refreshes the codes)."""
         self.tokenizer.requires_grad_(bool(self.joint_weight))
         self.item_codes.copy_(codes.to(self.item_codes.device))
-        items = torch.arange(1, self.n_items)
-        self.trie = CodeTrie(self.item_codes.cpu(), items, self.level_sizes).to(self.item_codes.device)
+        self.generator.set_codes(self.item_codes)
 
     def recode(self) -> float:
         """Joint training: re-encode every item with the tokenizer as trained so far and install the new unique
@@ -163,9 +152,9 @@ class CEMG(SequentialRecommender):
             self.tokenizer_report = TokenizerReport(**table["report"])
 
     # ------------------------------------------------------------------------------------------ RecBole contract
-    def _item_states(self, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | float]:
-        """Item-level generator: the state after each item of right-padded item sequences ``[batch, length]``,
-        and with joint training the tokenizer's loss on these items (else 0)."""
+    def sequence(self, items: torch.Tensor, lengths: torch.Tensor) -> tuple[ItemSequence, torch.Tensor | float]:
+        """What the generator reads of right-padded item sequences, and with joint training the tokenizer's loss
+        on their items (else 0)."""
         latent, tokenizer_loss = None, 0.0
         if self.joint_weight:  # straight-through latent: the generator's loss reaches the RQ-VAE and the fusion
             unique, inverse = torch.unique(items, return_inverse=True)  # sorted: the padding item 0 comes first
@@ -175,76 +164,26 @@ class CEMG(SequentialRecommender):
             out = self.tokenizer(self.device_tokenizer_inputs.rows(unique[padding:]))
             quantised = torch.cat([out["quantised"].new_zeros(padding, out["quantised"].shape[1]), out["quantised"]])
             latent, tokenizer_loss = quantised[inverse], out["loss"]
-        states = self.generator.states(self.item_codes[items], self.collab_embeddings[items], latent)
-        return states, tokenizer_loss
+        sequence = ItemSequence(items, lengths, self.item_codes[items], self.collab_embeddings[items], latent)
+        return sequence, tokenizer_loss
 
-    def _last_states(self, interaction) -> torch.Tensor:
-        states, _ = self._item_states(interaction[self.ITEM_SEQ])
-        return states[torch.arange(len(states), device=states.device), interaction[self.ITEM_SEQ_LEN] - 1]
+    def history(self, interaction) -> ItemSequence:
+        return self.sequence(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])[0]
 
-    def _item_level_loss(self, interaction) -> torch.Tensor:
-        """Next-item loss at the last position of each history, or with ``train_all_positions`` at every position
-        of the window ``history + target`` (SASRec-style: one pass trains every prefix)."""
+    def calculate_loss(self, interaction) -> torch.Tensor:
+        """Next-item loss on the window ``history + target``: at its last position, or with ``train_all_positions``
+        at every position (SASRec-style: one pass trains every prefix)."""
         history, lengths = interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN]
         window = torch.cat([history, torch.zeros_like(history[:, :1])], dim=1)
         window[torch.arange(len(lengths), device=lengths.device), lengths] = interaction[self.POS_ITEM_ID]
-        states, tokenizer_loss = self._item_states(window[:, :-1])
-        targets = window[:, 1:]
-        predicted = targets > 0
-        if not self.config["train_all_positions"]:  # only the prediction of the row's own target
-            predicted = torch.zeros_like(predicted)
-            predicted[torch.arange(len(lengths), device=lengths.device), lengths - 1] = True
-        loss = self.generator.loss(states[predicted], targets[predicted], self.item_codes)
-        return loss + self.joint_weight * tokenizer_loss
-
-    def _history(self, interaction) -> tuple[torch.Tensor, torch.Tensor]:
-        history = self.generator.code_tokens(self.item_codes[interaction[self.ITEM_SEQ]])
-        return history, interaction[self.ITEM_SEQ_LEN]
-
-    def calculate_loss(self, interaction) -> torch.Tensor:
-        if self.item_level:
-            return self._item_level_loss(interaction)
-        history, lengths = self._history(interaction)
-        target = self.generator.code_tokens(self.item_codes[interaction[self.POS_ITEM_ID]])
-        if not self.config["train_all_positions"]:
-            return self.generator.loss(history, lengths, target)
-        window = torch.cat([history, torch.zeros_like(history[:, :1])], dim=1)
-        window[torch.arange(len(lengths), device=lengths.device), lengths] = target
-        return self.generator.sequence_loss(window, lengths + 1)
+        sequence, tokenizer_loss = self.sequence(window, lengths + 1)
+        return self.generator.loss(sequence, self.config["train_all_positions"]) + self.joint_weight * tokenizer_loss
 
     def predict(self, interaction) -> torch.Tensor:
-        """Teacher-forced log-probability of the given item's code tuple."""
-        if self.item_level:  # a user's candidate rows share one history: score it once, not once per candidate
-            key = torch.cat([interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN].unsqueeze(1)], dim=1)
-            _, inverse = torch.unique(key, dim=0, return_inverse=True)
-            first = torch.empty(int(inverse.max()) + 1, dtype=torch.long, device=key.device)
-            first[inverse] = torch.arange(len(key), device=key.device)  # one row of each distinct history
-            return self._item_scores(interaction[first])[inverse, interaction[self.ITEM_ID]]
-        history, lengths = self._history(interaction)
-        target = self.generator.code_tokens(self.item_codes[interaction[self.ITEM_ID]])
-        return self.generator.target_log_probs(history, lengths, target).sum(-1)
+        return self.generator.item_scores(self.history(interaction), interaction[self.ITEM_ID])
 
     def full_sort_predict(self, interaction) -> torch.Tensor:
-        """Item-level generator: every item's exact log-probability. Token-level generator: beam items get their
-        log-probability; all others rank below them in a fixed order."""
-        if self.item_level:
-            start = time.perf_counter()
-            scores = self._item_scores(interaction)
-            self.decoding_stats.add_exact(len(scores), time.perf_counter() - start)
-            return scores
-        history, lengths = self._history(interaction)
-        start = time.perf_counter()
-        items, scores = constrained_beam_search(self.generator, self.trie, history, lengths, self.num_beams)
-        self.decoding_stats.add(items, self.n_items, time.perf_counter() - start)
-        full = self.fallback_scores.unsqueeze(0).repeat(len(items), 1)
-        found = items >= 0
-        rows = torch.arange(len(items), device=items.device).unsqueeze(1).expand_as(items)
-        full[rows[found], items[found]] = scores[found]
-        return full
-
-    def _item_scores(self, interaction) -> torch.Tensor:
-        """Item-level generator: every item's log-probability ``[batch, items]`` after each row's history."""
-        return self.generator.item_log_probs(self._last_states(interaction), self.item_codes)
+        return self.generator.all_item_scores(self.history(interaction))
 
     # ------------------------------------------------------------------------------------------ checkpoints
     def checkpoint_state(self) -> dict[str, torch.Tensor]:
@@ -263,55 +202,13 @@ class CEMG(SequentialRecommender):
         self.set_codes(self.item_codes)
 
 
-class DecodingStats:
-    """Counts for the result file: users decoded, time, and generated items that are invalid or repeated."""
-
-    def __init__(self, beams: int) -> None:
-        self.beams = beams
-        self.reset()
-
-    def reset(self) -> None:
-        self.users, self.seconds, self.generated, self.invalid, self.repeated = 0, 0.0, 0, 0, 0
-
-    def add_exact(self, users: int, seconds: float) -> None:
-        """Users ranked by exact scores over the existing items: their top ``beams`` are valid and distinct by
-        construction, so there is nothing to count item by item."""
-        self.users += users
-        self.seconds += seconds
-        self.generated += users * self.beams
-
-    def add(self, items: torch.Tensor, n_items: int, seconds: float) -> None:
-        self.users += len(items)
-        self.seconds += seconds
-        for row in items.tolist():
-            found = [item for item in row if item >= 0]
-            self.generated += len(found)
-            self.invalid += sum(not 0 < item < n_items for item in found)
-            self.repeated += len(found) - len(set(found))
-
-    def gather(self) -> None:
-        """Sum the counts of all processes (each decoded its own users, side by side: the slowest one's time)."""
-        counts = all_reduce([self.users, self.generated, self.invalid, self.repeated])
-        self.users, self.generated, self.invalid, self.repeated = (int(c) for c in counts)
-        self.seconds = all_reduce([self.seconds], ReduceOp.MAX)[0]
-
-    def as_dict(self) -> dict:
-        return {"beams": self.beams, "users": self.users, "seconds": round(self.seconds, 3),
-                "users_per_second": round(self.users / self.seconds, 2) if self.seconds else None,
-                "generated_items": self.generated,
-                "invalid_share": self.invalid / self.generated if self.generated else 0.0,
-                "repeated_share": self.repeated / self.generated if self.generated else 0.0}
-
-
-def training_item_statistics(dataset, item_field: str, seq_field: str, n_items: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Which items occur in the training split, and fallback scores ranking them by training popularity."""
+def training_item_counts(dataset, item_field: str, seq_field: str, n_items: int) -> torch.Tensor:
+    """How often each item occurs in the training split (as a target or in a history); 0 for the padding item."""
     counts = torch.bincount(dataset.inter_feat[item_field], minlength=n_items).double()
     if seq_field in dataset.inter_feat:
         counts += torch.bincount(dataset.inter_feat[seq_field].flatten(), minlength=n_items).double()
     counts[0] = 0
-    rank = torch.empty(n_items, dtype=torch.long)
-    rank[torch.argsort(-counts, stable=True)] = torch.arange(n_items)
-    return counts > 0, FALLBACK_SCORE - rank.float()
+    return counts
 
 
 def make_report(raw_codes: torch.Tensor, codes: torch.Tensor, level_sizes: list[int], reconstruction: float,
@@ -325,14 +222,6 @@ def make_report(raw_codes: torch.Tensor, codes: torch.Tensor, level_sizes: list[
                            unique_after_dedup=unique_rows(codes), reconstruction_error=reconstruction,
                            usage=usage, entropy_bits=entropy, used_codes=used, epochs=epochs,
                            modality_weights=modality_weights)
-
-
-def generator_dtype(config) -> torch.dtype:
-    if config["llm_dtype"] == "bfloat16":
-        if torch.cuda.is_available() and torch.cuda.is_bf16_supported() and config["device"].type == "cuda":
-            return torch.bfloat16
-        getLogger().warning("llm_dtype bfloat16 is not supported on this device; using float32.")
-    return torch.float32
 
 
 def read_codes_file(path: str) -> dict:

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.distributed import ReduceOp
+
+from recbole_cemg.distributed import all_reduce
 
 
 class CodeTrie(nn.Module):
@@ -80,3 +83,43 @@ def constrained_beam_search(generator, trie: CodeTrie, history_tokens: torch.Ten
         cache, logits, positions = out.past_key_values, out.logits[:, -1].float(), positions + 1
     items = torch.where(torch.isfinite(score), trie.leaf_items[node], torch.full_like(node, -1))
     return items, score
+
+
+class DecodingStats:
+    """Counts for the result file: users decoded, time, and generated items that are invalid or repeated."""
+
+    def __init__(self, beams: int) -> None:
+        self.beams = beams
+        self.reset()
+
+    def reset(self) -> None:
+        self.users, self.seconds, self.generated, self.invalid, self.repeated = 0, 0.0, 0, 0, 0
+
+    def add_exact(self, users: int, seconds: float) -> None:
+        """Users ranked by exact scores over the existing items: their top ``beams`` are valid and distinct by
+        construction, so there is nothing to count item by item."""
+        self.users += users
+        self.seconds += seconds
+        self.generated += users * self.beams
+
+    def add(self, items: torch.Tensor, n_items: int, seconds: float) -> None:
+        self.users += len(items)
+        self.seconds += seconds
+        for row in items.tolist():
+            found = [item for item in row if item >= 0]
+            self.generated += len(found)
+            self.invalid += sum(not 0 < item < n_items for item in found)
+            self.repeated += len(found) - len(set(found))
+
+    def gather(self) -> None:
+        """Sum the counts of all processes (each decoded its own users, side by side: the slowest one's time)."""
+        counts = all_reduce([self.users, self.generated, self.invalid, self.repeated])
+        self.users, self.generated, self.invalid, self.repeated = (int(c) for c in counts)
+        self.seconds = all_reduce([self.seconds], ReduceOp.MAX)[0]
+
+    def as_dict(self) -> dict:
+        return {"beams": self.beams, "users": self.users, "seconds": round(self.seconds, 3),
+                "users_per_second": round(self.users / self.seconds, 2) if self.seconds else None,
+                "generated_items": self.generated,
+                "invalid_share": self.invalid / self.generated if self.generated else 0.0,
+                "repeated_share": self.repeated / self.generated if self.generated else 0.0}

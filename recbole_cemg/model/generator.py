@@ -15,6 +15,8 @@ codes.
 from __future__ import annotations
 
 import os
+import time
+from logging import getLogger
 from typing import Any
 
 import torch
@@ -22,20 +24,27 @@ import torch.nn.functional as F
 from torch import nn
 
 from recbole_cemg.errors import InputError, MissingFileError
+from recbole_cemg.model.decoding import CodeTrie, constrained_beam_search
+from recbole_cemg.model.next_item import ItemSequence, NextItemGenerator
 
 PAD, BOS = 0, 1
 SCRATCH_SPECIAL_TOKENS = 2
+# Items outside the beams get scores below every beam: FALLBACK_SCORE minus their training-popularity rank, so the
+# order of the tail is fixed (never a tie left to ``topk``).
+FALLBACK_SCORE = -1.0e6
 
 
 def code_token(level: int, code: int) -> str:
     return f"<c{level}_{code}>"
 
 
-class CodeGenerator(nn.Module):
+class CodeGenerator(NextItemGenerator):
     def __init__(self, level_sizes: list[int], max_history_items: int, llm_path: str | None = None,
                  llm_config: dict[str, Any] | None = None, lora: dict[str, Any] | None = None,
-                 prompt: str = "", prompt_suffix: str = "", dtype: torch.dtype = torch.float32) -> None:
-        super().__init__()
+                 prompt: str = "", prompt_suffix: str = "", dtype: torch.dtype = torch.float32,
+                 num_beams: int = 20, training_counts: torch.Tensor | None = None) -> None:
+        super().__init__(num_beams)
+        self.num_beams = num_beams
         self.level_sizes = list(level_sizes)
         self.code_length = len(level_sizes)
         if llm_path:
@@ -53,6 +62,49 @@ class CodeGenerator(nn.Module):
         self.register_buffer("suffix_ids", torch.tensor(suffix, dtype=torch.long), persistent=False)
         if lora:
             self.model = _wrap_lora(self.model, lora, range(first_code_id, first_code_id + sum(level_sizes)))
+        if training_counts is not None:
+            self.register_buffer("fallback_scores", fallback_scores(training_counts), persistent=False)
+        self.trie: CodeTrie | None = None
+        self.item_codes: torch.Tensor | None = None
+
+    @classmethod
+    def from_config(cls, config, level_sizes: list[int], collab_dim: int,
+                    training_counts: torch.Tensor) -> CodeGenerator:
+        return cls(level_sizes, config["MAX_ITEM_LIST_LENGTH"], config["llm_path"], config["llm_config"],
+                   config["lora"], config["prompt"] or "", config["prompt_suffix"] or "", generator_dtype(config),
+                   config["num_beams"], training_counts)
+
+    def set_codes(self, item_codes: torch.Tensor) -> None:
+        self.item_codes = item_codes
+        items = torch.arange(1, len(item_codes))
+        self.trie = CodeTrie(item_codes.cpu(), items, self.level_sizes).to(item_codes.device)
+
+    # ----------------------------------------------------------------------------------------------- contract
+    def loss(self, window: ItemSequence, all_positions: bool) -> torch.Tensor:
+        """Cross-entropy of the code tokens: of the last item only, or of every item after the first."""
+        tokens = self.code_tokens(window.codes)
+        if all_positions:
+            return self.sequence_loss(tokens, window.lengths)
+        last = torch.arange(len(tokens), device=tokens.device), window.lengths - 1
+        return self.target_loss(tokens[:, :-1], window.lengths - 1, tokens[last])
+
+    def all_item_scores(self, history: ItemSequence) -> torch.Tensor:
+        """Trie-constrained beam search: the beams' items get their log-probability; all others rank below them in
+        a fixed order (training popularity)."""
+        tokens = self.code_tokens(history.codes)
+        start = time.perf_counter()
+        items, scores = constrained_beam_search(self, self.trie, tokens, history.lengths, self.num_beams)
+        self.decoding_stats.add(items, len(self.item_codes), time.perf_counter() - start)
+        full = self.fallback_scores.unsqueeze(0).repeat(len(items), 1)
+        found = items >= 0
+        rows = torch.arange(len(items), device=items.device).unsqueeze(1).expand_as(items)
+        full[rows[found], items[found]] = scores[found]
+        return full
+
+    def item_scores(self, history: ItemSequence, items: torch.Tensor) -> torch.Tensor:
+        """Teacher-forced log-probability of the given item's code tuple."""
+        return self.target_log_probs(self.code_tokens(history.codes), history.lengths,
+                                     self.code_tokens(self.item_codes[items])).sum(-1)
 
     # ----------------------------------------------------------------------------------------------- inputs
     def code_tokens(self, codes: torch.Tensor) -> torch.Tensor:
@@ -97,7 +149,8 @@ class CodeGenerator(nn.Module):
         logits = self._target_logits(history_tokens, lengths, target_tokens)
         return torch.log_softmax(logits, dim=-1).gather(-1, target_tokens.unsqueeze(-1)).squeeze(-1)
 
-    def loss(self, history_tokens: torch.Tensor, lengths: torch.Tensor, target_tokens: torch.Tensor) -> torch.Tensor:
+    def target_loss(self, history_tokens: torch.Tensor, lengths: torch.Tensor,
+                    target_tokens: torch.Tensor) -> torch.Tensor:
         """Mean cross-entropy of the target item's code tokens."""
         logits = self._target_logits(history_tokens, lengths, target_tokens)
         return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target_tokens.reshape(-1))
@@ -117,10 +170,20 @@ class CodeGenerator(nn.Module):
         labels = ids.masked_fill(~predicted, -100)[:, 1:]
         return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100)
 
-    # ----------------------------------------------------------------------------------------------- saving
-    def trainable_state_names(self) -> set[str]:
-        """Names (relative to this module) of the parameters that training changes."""
-        return {name for name, p in self.named_parameters() if p.requires_grad}
+
+def fallback_scores(training_counts: torch.Tensor) -> torch.Tensor:
+    """Scores below every beam, ranking the items by training popularity without ties."""
+    rank = torch.empty(len(training_counts), dtype=torch.long)
+    rank[torch.argsort(-training_counts, stable=True)] = torch.arange(len(training_counts))
+    return FALLBACK_SCORE - rank.float()
+
+
+def generator_dtype(config) -> torch.dtype:
+    if config["llm_dtype"] == "bfloat16":
+        if torch.cuda.is_available() and torch.cuda.is_bf16_supported() and config["device"].type == "cuda":
+            return torch.bfloat16
+        getLogger().warning("llm_dtype bfloat16 is not supported on this device; using float32.")
+    return torch.float32
 
 
 def build_backbone(llm_path: str | None, llm_config: dict[str, Any] | None, lora: dict[str, Any] | None,

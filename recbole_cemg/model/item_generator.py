@@ -18,21 +18,23 @@ Both rank a user's items by the same sum of code logits; they differ in what tra
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from recbole_cemg.model.generator import build_backbone
+from recbole_cemg.model.generator import build_backbone, generator_dtype
+from recbole_cemg.model.next_item import ItemSequence, NextItemGenerator
 
 
-class ItemLevelGenerator(nn.Module):
+class ItemLevelGenerator(NextItemGenerator):
     def __init__(self, level_sizes: list[int], collab_dim: int, max_history_items: int,
                  llm_path: str | None = None, llm_config: dict[str, Any] | None = None,
                  lora: dict[str, Any] | None = None, dtype: torch.dtype = torch.float32, dropout: float = 0.1,
-                 code_loss: str = "items", latent_dim: int = 0) -> None:
-        super().__init__()
+                 code_loss: str = "items", latent_dim: int = 0, num_beams: int = 20) -> None:
+        super().__init__(num_beams)
         self.model = build_backbone(llm_path, llm_config, lora, dtype, max_positions=max_history_items + 1)
         hidden = self.model.config.hidden_size
         self.dtype = dtype
@@ -46,39 +48,62 @@ class ItemLevelGenerator(nn.Module):
         self.heads = nn.ModuleList(nn.Linear(hidden, hidden) for _ in level_sizes)
         for table in self.code_embeddings:
             nn.init.normal_(table.weight, std=hidden ** -0.5)
+        self.item_codes: torch.Tensor | None = None  # CEMG's code table, installed by set_codes
+
+    @classmethod
+    def from_config(cls, config, level_sizes: list[int], collab_dim: int,
+                    training_counts: torch.Tensor) -> ItemLevelGenerator:
+        return cls(level_sizes, collab_dim, config["MAX_ITEM_LIST_LENGTH"], config["llm_path"], config["llm_config"],
+                   config["lora"], generator_dtype(config), config["generator_dropout"], config["code_loss"],
+                   latent_dim=config["rqvae_latent_dim"] if config["joint_weight"] else 0,
+                   num_beams=config["num_beams"])
+
+    def set_codes(self, item_codes: torch.Tensor) -> None:
+        self.item_codes = item_codes
 
     def item_vectors(self, codes: torch.Tensor) -> torch.Tensor:
         """``[..., levels]`` codes -> ``[..., levels * hidden]``: the item's code embeddings side by side."""
         return torch.cat([table(codes[..., level]) for level, table in enumerate(self.code_embeddings)], dim=-1)
 
-    def states(self, codes: torch.Tensor, collab: torch.Tensor, latent: torch.Tensor | None = None) -> torch.Tensor:
-        """Right-padded histories (``codes [batch, items, levels]``, ``collab [batch, items, dim]``, with joint
-        training the tokenizer's ``latent [batch, items, dim]``) -> the state after each item
-        ``[batch, items, hidden]``. Causal attention never looks right, so padding after the last real item changes
-        nothing before it and needs no mask."""
+    def states(self, sequence: ItemSequence) -> torch.Tensor:
+        """The state after each item of the sequence, ``[batch, length, hidden]``. Causal attention never looks
+        right, so padding after the last real item changes nothing before it and needs no mask."""
+        codes = sequence.codes
         inputs = sum(table(codes[..., level]) for level, table in enumerate(self.code_embeddings))
-        inputs = inputs + self.collab_projection(collab)
+        inputs = inputs + self.collab_projection(sequence.collab)
         if self.latent_projection is not None:
-            inputs = inputs + self.latent_projection(latent)
+            inputs = inputs + self.latent_projection(sequence.latent)
         inputs = self.dropout(self.input_norm(inputs))
         positions = torch.arange(codes.shape[1], device=codes.device).unsqueeze(0).expand(codes.shape[0], -1)
         out = self.model(inputs_embeds=inputs.to(self.dtype), position_ids=positions)
         return self.dropout(out.last_hidden_state.float())
 
-    def item_log_probs(self, states: torch.Tensor, item_codes: torch.Tensor) -> torch.Tensor:
-        """Log-probability of every item's code tuple (``item_codes [items, levels]``, row 0 the padding item)
-        after each state ``[..., hidden]`` -> ``[..., items]``; the padding item gets -inf."""
+    def item_log_probs(self, states: torch.Tensor) -> torch.Tensor:
+        """Log-probability of every item's code tuple after each state ``[..., hidden]`` -> ``[..., items]``; the
+        padding item gets -inf."""
         queries = [head(states) for head in self.heads]
-        scores = torch.cat(queries, dim=-1) @ self.item_vectors(item_codes).T
+        scores = torch.cat(queries, dim=-1) @ self.item_vectors(self.item_codes).T
         scores[..., 0] = float("-inf")
         if self.code_loss == "levels":
             return scores - sum(torch.logsumexp(q @ table.weight.T, dim=-1, keepdim=True)
                                 for q, table in zip(queries, self.code_embeddings))
         return torch.log_softmax(scores, dim=-1)
 
-    def loss(self, states: torch.Tensor, targets: torch.Tensor, item_codes: torch.Tensor) -> torch.Tensor:
-        """Mean negative log-likelihood of the target items' code tuples (``states [n, hidden]``, ``targets [n]``)."""
-        return F.nll_loss(self.item_log_probs(states, item_codes), targets)
+    def loss(self, window: ItemSequence, all_positions: bool) -> torch.Tensor:
+        """One pass over the window trains every prefix (SASRec-style): the state after item ``t`` predicts item
+        ``t + 1``."""
+        states = self.states(window.inputs())
+        targets = window.items[:, 1:]
+        predicted = targets > 0
+        if not all_positions:  # only the prediction of each row's last item
+            predicted = torch.zeros_like(predicted)
+            predicted[torch.arange(len(targets), device=targets.device), window.lengths - 2] = True
+        return F.nll_loss(self.item_log_probs(states[predicted]), targets[predicted])
 
-    def trainable_state_names(self) -> set[str]:
-        return {name for name, p in self.named_parameters() if p.requires_grad}
+    def all_item_scores(self, history: ItemSequence) -> torch.Tensor:
+        """Every item's exact log-probability."""
+        start = time.perf_counter()
+        states = self.states(history)
+        scores = self.item_log_probs(states[torch.arange(len(states), device=states.device), history.lengths - 1])
+        self.decoding_stats.add_exact(len(scores), time.perf_counter() - start)
+        return scores
