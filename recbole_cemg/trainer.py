@@ -23,6 +23,7 @@ from typing import Iterator
 
 import torch
 from recbole.trainer import Trainer
+from torch import nn
 from recbole.utils import set_color
 
 from recbole_cemg.checkpoints import FINGERPRINT_KEY, check_origin, read_checkpoint, run_identity
@@ -88,7 +89,8 @@ class CEMGTrainer(ResumableTraining, DistributedEvaluation, PerUserRecording, Tr
         if not self.config["single_spec"]:  # the tokenizer is frozen now; wrapping anew also syncs codes from rank 0
             self.distributed_model = wrap_model(model, self.config)
             model.set_codes(model.item_codes)
-        self.optimizer = self._build_optimizer(params=[p for p in model.parameters() if p.requires_grad])
+        self.optimizer = self._build_optimizer(params=parameter_groups(model, self.config["weight_decay"],
+                                                                       self.config["weight_decay_scope"]))
         if self.config["train_all_positions"]:
             train_data = windowed_train_data(self.config, train_data, self.config["train_stride"])
             self.logger.info(f"generator: {len(train_data.dataset)} training windows (stride "
@@ -199,3 +201,16 @@ class CEMGTrainer(ResumableTraining, DistributedEvaluation, PerUserRecording, Tr
         if stats is not None and not self.config["single_spec"]:
             stats.gather()
         return result
+
+
+def parameter_groups(model: nn.Module, weight_decay: float, scope: str) -> list[dict]:
+    """The trainable parameters as optimizer groups. ``scope: all`` decays every one (RecBole's default);
+    ``matrices`` decays only weight matrices, not embeddings, biases or norm gains (the usual transformer recipe):
+    decay pulls a rarely seen item's code embedding towards zero between the few steps that update it."""
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    if scope == "all":
+        return [{"params": trainable, "weight_decay": weight_decay}]
+    exempt = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
+    exempt |= {id(p) for p in trainable if p.dim() < 2}
+    return [{"params": [p for p in trainable if id(p) not in exempt], "weight_decay": weight_decay},
+            {"params": [p for p in trainable if id(p) in exempt], "weight_decay": 0.0}]
