@@ -94,6 +94,24 @@ def test_guidance_gives_each_item_its_own_weights():
 
 
 @torch.no_grad()
+def test_popularity_aware_query_moves_weights_with_the_training_count_only_when_asked():
+    features, collab = random_inputs(4)
+    same = [f[:1].expand(4, -1).clone() for f in features]  # identical items but for how often training saw them
+    collab = collab[:1].expand(4, -1)
+    counts = torch.tensor([0, 3, 30, 300])
+    torch.manual_seed(0)
+    aware = CollaborativeGuidedFusion(DIMS, COLLAB, DIM, popularity=True).eval()
+    _, weights = aware(same, all_present(4), collab, counts)
+    assert (torch.pdist(weights) > 1e-4).all(), weights
+    plain = make_fusion()
+    _, plain_weights = plain(same, all_present(4), collab, counts)
+    torch.testing.assert_close(plain_weights, plain_weights[:1].expand(4, -1))
+    # the count enters only through its own learned query direction: with it at zero, the plain fusion is back
+    aware.popularity_query.weight.zero_()
+    torch.testing.assert_close(aware(same, all_present(4), collab, counts)[1], plain_weights)
+
+
+@torch.no_grad()
 def test_without_guidance_the_collaborative_embedding_is_ignored():
     fusion = make_fusion(guidance=False)
     assert fusion.query is None

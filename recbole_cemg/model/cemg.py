@@ -53,12 +53,12 @@ class CEMG(SequentialRecommender):
             names, dims, collab_dim, config["fusion_dim"], list(config["rqvae_hidden_dims"]),
             config["rqvae_latent_dim"], config["codebook_levels"], config["codebook_size"], config["fusion"],
             config["fusion_guidance"], config["rqvae_beta"], config["align_weight"], config["align_temperature"],
-            config["rqvae_dropout"])
+            config["rqvae_dropout"], config["fusion_popularity"])
         self.joint_weight = float(config["joint_weight"])
-        counts = training_item_counts(dataset, self.ITEM_ID, self.ITEM_SEQ, self.n_items)
-        self.warm_items = counts > 0
+        self.training_counts = training_item_counts(dataset, self.ITEM_ID, self.ITEM_SEQ, self.n_items)
+        self.warm_items = self.training_counts > 0
         self.generator = GENERATORS[config["generator_input"]].from_config(config, self.level_sizes, collab_dim,
-                                                                           counts)
+                                                                           self.training_counts)
         # Score fusion: the stage-1 model, whose next-item log-probability is added to CEMG's with a weight chosen
         # on the validation split (CEMGTrainer.score_fusion); CEMG's own ranking stays the pure generative one.
         self.collab_model = build_collaborative_model(config, dataset) if any(config["score_fusion_weights"]) else None
@@ -79,7 +79,8 @@ class CEMG(SequentialRecommender):
         if self.config["collab_in_fusion"]:
             features.append(self.collab_embeddings.cpu())
             masks.append(torch.arange(self.n_items) > 0)
-        return TokenizerInputs(features, masks, self.collab_embeddings.cpu())
+        popularity = self.training_counts if self.config["fusion_popularity"] else None
+        return TokenizerInputs(features, masks, self.collab_embeddings.cpu(), popularity)
 
     def fit_tokenizer(self, show_progress: bool = True) -> TokenizerReport:
         """Train fusion + RQ-VAE on every item, then fix each item's unique code tuple."""

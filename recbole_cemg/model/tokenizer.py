@@ -38,13 +38,15 @@ class TokenizerInputs:
     features: list[torch.Tensor]
     masks: list[torch.Tensor]
     collab: torch.Tensor
+    popularity: torch.Tensor | None = None  # training interactions per item (popularity-aware fusion)
 
-    def rows(self, index: torch.Tensor) -> "TokenizerInputs":
-        return TokenizerInputs([f[index] for f in self.features], [m[index] for m in self.masks], self.collab[index])
+    def rows(self, index: torch.Tensor) -> TokenizerInputs:
+        return TokenizerInputs([f[index] for f in self.features], [m[index] for m in self.masks], self.collab[index],
+                               None if self.popularity is None else self.popularity[index])
 
-    def to(self, device) -> "TokenizerInputs":
+    def to(self, device) -> TokenizerInputs:
         return TokenizerInputs([f.to(device) for f in self.features], [m.to(device) for m in self.masks],
-                               self.collab.to(device))
+                               self.collab.to(device), None if self.popularity is None else self.popularity.to(device))
 
 
 @dataclass
@@ -69,17 +71,20 @@ class ItemTokenizer(nn.Module):
     def __init__(self, modality_names: list[str], modality_dims: list[int], collab_dim: int, fusion_dim: int,
                  hidden_dims: list[int], latent_dim: int, levels: int, codebook_size: int, fusion: str = "guided",
                  guidance: bool = True, beta: float = 0.25, align_weight: float = 0.1,
-                 align_temperature: float = 0.1, dropout: float = 0.0) -> None:
+                 align_temperature: float = 0.1, dropout: float = 0.0, popularity: bool = False) -> None:
         super().__init__()
         self.modality_names = modality_names
         self.align_weight, self.align_temperature = align_weight, align_temperature
-        self.fusion = CollaborativeGuidedFusion(modality_dims, collab_dim, fusion_dim, fusion, guidance)
+        self.fusion = CollaborativeGuidedFusion(modality_dims, collab_dim, fusion_dim, fusion, guidance, popularity)
         self.rqvae = RQVAE(fusion_dim, hidden_dims, latent_dim, levels, codebook_size, beta, dropout)
         self.heads = nn.ModuleList(nn.Linear(fusion_dim, d) for d in modality_dims)
         self.align = nn.Linear(latent_dim, collab_dim)
 
+    def fuse(self, inputs: TokenizerInputs) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.fusion(inputs.features, inputs.masks, inputs.collab, inputs.popularity)
+
     def forward(self, inputs: TokenizerInputs) -> dict[str, torch.Tensor]:
-        fused, weights = self.fusion(inputs.features, inputs.masks, inputs.collab)
+        fused, weights = self.fuse(inputs)
         decoded, quantised, codes, quant_loss = self.rqvae(fused)
         reconstruction = fused.new_zeros(())
         for head, target, mask in zip(self.heads, inputs.features, inputs.masks):
@@ -123,8 +128,7 @@ class ItemTokenizer(nn.Module):
         logger = getLogger()
         self.train()
         with torch.no_grad():
-            warm = inputs.rows(items)
-            fused, _ = self.fusion(warm.features, warm.masks, warm.collab)
+            fused, _ = self.fuse(inputs.rows(items))
             self.rqvae.quantizer.kmeans_init(self.rqvae.encoder(fused), generator=generator)
         optimizer = torch.optim.AdamW([p for p in self.parameters() if p.requires_grad], lr=learning_rate,
                                       weight_decay=weight_decay)
@@ -140,8 +144,7 @@ class ItemTokenizer(nn.Module):
                 optimizer.step()
                 total += out["loss"].item()
             with torch.no_grad():
-                warm = inputs.rows(items)
-                latent = self.rqvae.encoder(self.fusion(warm.features, warm.masks, warm.collab)[0])
+                latent = self.rqvae.encoder(self.fuse(inputs.rows(items))[0])
                 self.rqvae.quantizer.restart_unused_codes(latent, generator)
             if (epoch + 1) % eval_step and epoch + 1 < epochs:
                 continue
