@@ -25,18 +25,17 @@ LLM_CONFIG = {"model_type": "llama", "hidden_size": 16, "intermediate_size": 32,
               "num_attention_heads": 2, "num_key_value_heads": 2}
 
 
-def generator(code_loss: str, seed: int = 0) -> ItemLevelGenerator:
+def generator(code_loss: str, seed: int = 0, n_items: int = 0) -> ItemLevelGenerator:
     torch.manual_seed(seed)
     model = ItemLevelGenerator(LEVELS, collab_dim=5, max_history_items=6, llm_config=dict(LLM_CONFIG), dropout=0.0,
-                               code_loss=code_loss).eval()
-    model.set_codes(code_catalogue(LEVELS, N_ITEMS))
+                               code_loss=code_loss, n_items=n_items).eval()
+    model.set_items(code_catalogue(LEVELS, N_ITEMS), torch.randn(N_ITEMS + 1, 5))
     return model
 
 
-def sequence(model: ItemLevelGenerator, items: torch.Tensor, collab: torch.Tensor,
-             lengths: torch.Tensor | None = None) -> ItemSequence:
-    lengths = (items > 0).sum(1) if lengths is None else lengths
-    return ItemSequence(items, lengths, model.item_codes[items], collab[items])
+def sequence(model: ItemLevelGenerator, items: torch.Tensor) -> ItemSequence:
+    """Right-padded item sequences as CEMG hands them to its generator."""
+    return ItemSequence(items, (items > 0).sum(1), model.item_codes[items], model.item_collab[items])
 
 
 @pytest.mark.parametrize("code_loss", ["items", "levels"])
@@ -62,12 +61,11 @@ def test_scores_are_log_probabilities_of_code_tuples(code_loss):
 def test_states_are_causal_and_ignore_what_follows():
     model = generator("items")
     items = torch.randint(1, N_ITEMS + 1, (2, 6), generator=torch.Generator().manual_seed(1))
-    collab = torch.randn(N_ITEMS + 1, 5)
     changed = items.clone()
     changed[:, 4:] = torch.tensor([[3, 0], [0, 0]])  # different (or padding) items after position 3
     with torch.no_grad():
-        before = model.states(sequence(model, items, collab))
-        after = model.states(sequence(model, changed, collab))
+        before = model.states(sequence(model, items))
+        after = model.states(sequence(model, changed))
     torch.testing.assert_close(before[:, :4], after[:, :4])
     assert not torch.allclose(before[:, 4:], after[:, 4:])
 
@@ -76,13 +74,12 @@ def test_states_are_causal_and_ignore_what_follows():
 def test_training_learns_the_next_item_and_ranks_it_first(code_loss):
     """Histories follow item i -> item i + 1: after training, the next item has the highest exact score."""
     model = generator(code_loss, seed=1).train()
-    collab = torch.randn(N_ITEMS + 1, 5, generator=torch.Generator().manual_seed(2))
     starts = torch.arange(1, N_ITEMS - 5)
     windows = starts.unsqueeze(1) + torch.arange(6).unsqueeze(0)  # [users, 6] consecutive items
     optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
     losses = []
     for _ in range(150):
-        loss = model.loss(sequence(model, windows, collab), all_positions=True)
+        loss = model.loss(sequence(model, windows), all_positions=True)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -90,7 +87,7 @@ def test_training_learns_the_next_item_and_ranks_it_first(code_loss):
     assert losses[-1] < 0.2 * losses[0]
     model.eval()
     with torch.no_grad():
-        top = model.all_item_scores(sequence(model, windows[:, :-1], collab)).argmax(1)
+        top = model.all_item_scores(sequence(model, windows[:, :-1])).argmax(1)
     assert (top == windows[:, -1]).float().mean() >= 0.9
 
 
@@ -98,21 +95,39 @@ def test_loss_of_the_last_item_and_of_every_position():
     """Right-padded windows of different lengths: the last-item loss is the mean NLL of each row's last item given
     the items before it; the all-positions loss averages that over every prefix, padding never predicted."""
     model = generator("items")
-    collab = torch.randn(N_ITEMS + 1, 5, generator=torch.Generator().manual_seed(3))
     windows = torch.tensor([[3, 7, 2, 9], [5, 1, 0, 0], [4, 8, 6, 0]])
     with torch.no_grad():
-        last = model.loss(sequence(model, windows, collab), all_positions=False)
-        every = model.loss(sequence(model, windows, collab), all_positions=True)
+        last = model.loss(sequence(model, windows), all_positions=False)
+        every = model.loss(sequence(model, windows), all_positions=True)
         prefix_nll = {}
         for row, window in enumerate(windows.tolist()):
             real = [item for item in window if item]
             for end in range(1, len(real)):
                 prefix = torch.tensor([real[:end]])
-                prefix_nll[row, end] = -model.all_item_scores(sequence(model, prefix, collab))[0, real[end]]
+                prefix_nll[row, end] = -model.all_item_scores(sequence(model, prefix))[0, real[end]]
     lasts = [prefix_nll[row, max(end for r, end in prefix_nll if r == row)] for row in range(len(windows))]
     torch.testing.assert_close(last, torch.stack(lasts).mean())
     torch.testing.assert_close(every, torch.stack(list(prefix_nll.values())).mean())
 
+
+
+def test_residual_item_embedding_starts_as_the_pure_ranker_plus_the_collaborative_term_and_trains_per_item():
+    """The hybrid: at initialisation an item's output vector is its code embeddings + the projection of its
+    collaborative embedding (the free per-item part is 0); the softmax over the items trains every item's free
+    vector, never the padding item's."""
+    hybrid, pure = generator("items", n_items=N_ITEMS + 1), generator("items")
+    hybrid.load_state_dict(pure.state_dict(), strict=False)  # same backbone, heads and code embeddings
+    states = torch.randn(3, 16)
+    with torch.no_grad():
+        collab_term = torch.cat([head(states) for head in hybrid.heads], -1) @ hybrid.residual_projection(
+            hybrid.item_collab).T
+        expected = torch.log_softmax((pure.item_log_probs(states) + collab_term)[:, 1:], -1)
+        torch.testing.assert_close(hybrid.item_log_probs(states)[:, 1:], expected)
+    windows = torch.tensor([[3, 7, 2, 9], [5, 1, 0, 0]])
+    hybrid.loss(sequence(hybrid, windows), all_positions=True).backward()
+    touched = hybrid.residual_items.weight.grad.abs().sum(1) > 0
+    assert set(touched.nonzero().flatten().tolist()) == set(range(1, N_ITEMS + 1))  # softmax over every item
+    assert not touched[0]  # the padding item is never a candidate
 
 # ------------------------------------------------------------------------------------------ inside CEMG
 @pytest.fixture(scope="module")

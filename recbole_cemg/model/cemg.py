@@ -113,7 +113,7 @@ class CEMG(SequentialRecommender):
         joint training goes on shaping it (``joint_weight``; ``recode`` then refreshes the codes)."""
         self.tokenizer.requires_grad_(bool(self.joint_weight))
         self.item_codes.copy_(codes.to(self.item_codes.device))
-        self.generator.set_codes(self.item_codes)
+        self.generator.set_items(self.item_codes, self.collab_embeddings)
 
     def recode(self) -> float:
         """Joint training: re-encode every item with the tokenizer as trained so far and install the new unique

@@ -65,7 +65,6 @@ class CodeGenerator(NextItemGenerator):
         if training_counts is not None:
             self.register_buffer("fallback_scores", fallback_scores(training_counts), persistent=False)
         self.trie: CodeTrie | None = None
-        self.item_codes: torch.Tensor | None = None
 
     @classmethod
     def from_config(cls, config, level_sizes: list[int], collab_dim: int,
@@ -74,8 +73,8 @@ class CodeGenerator(NextItemGenerator):
                    config["lora"], config["prompt"] or "", config["prompt_suffix"] or "", generator_dtype(config),
                    config["num_beams"], training_counts)
 
-    def set_codes(self, item_codes: torch.Tensor) -> None:
-        self.item_codes = item_codes
+    def set_items(self, item_codes: torch.Tensor, collab_embeddings: torch.Tensor) -> None:
+        super().set_items(item_codes, collab_embeddings)
         items = torch.arange(1, len(item_codes))
         self.trie = CodeTrie(item_codes.cpu(), items, self.level_sizes).to(item_codes.device)
 

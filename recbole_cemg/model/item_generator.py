@@ -14,6 +14,10 @@ Two likelihoods of the next item's code tuple share that one scoring function (`
   item's tuple among the valid ones.
 
 Both rank a user's items by the same sum of code logits; they differ in what training pushes down.
+
+``n_items`` > 0 makes it a hybrid (``residual_item_embedding``): each item's output vector also gets a projection of
+its collaborative embedding and a free vector of its own (initialised at 0), SASRec's output capacity beside the
+codes; items are then ranked by more than their code tuple.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ class ItemLevelGenerator(NextItemGenerator):
     def __init__(self, level_sizes: list[int], collab_dim: int, max_history_items: int,
                  llm_path: str | None = None, llm_config: dict[str, Any] | None = None,
                  lora: dict[str, Any] | None = None, dtype: torch.dtype = torch.float32, dropout: float = 0.1,
-                 code_loss: str = "items", latent_dim: int = 0, num_beams: int = 20) -> None:
+                 code_loss: str = "items", latent_dim: int = 0, num_beams: int = 20, n_items: int = 0) -> None:
         super().__init__(num_beams)
         self.model = build_backbone(llm_path, llm_config, lora, dtype, max_positions=max_history_items + 1)
         hidden = self.model.config.hidden_size
@@ -48,7 +52,11 @@ class ItemLevelGenerator(NextItemGenerator):
         self.heads = nn.ModuleList(nn.Linear(hidden, hidden) for _ in level_sizes)
         for table in self.code_embeddings:
             nn.init.normal_(table.weight, std=hidden ** -0.5)
-        self.item_codes: torch.Tensor | None = None  # CEMG's code table, installed by set_codes
+        width = hidden * len(level_sizes)
+        self.residual_projection = nn.Linear(collab_dim, width, bias=False) if n_items else None
+        self.residual_items = nn.Embedding(n_items, width) if n_items else None
+        if n_items:
+            nn.init.zeros_(self.residual_items.weight)
 
     @classmethod
     def from_config(cls, config, level_sizes: list[int], collab_dim: int,
@@ -56,14 +64,17 @@ class ItemLevelGenerator(NextItemGenerator):
         return cls(level_sizes, collab_dim, config["MAX_ITEM_LIST_LENGTH"], config["llm_path"], config["llm_config"],
                    config["lora"], generator_dtype(config), config["generator_dropout"], config["code_loss"],
                    latent_dim=config["rqvae_latent_dim"] if config["joint_weight"] else 0,
-                   num_beams=config["num_beams"])
+                   num_beams=config["num_beams"],
+                   n_items=len(training_counts) if config["residual_item_embedding"] else 0)
 
-    def set_codes(self, item_codes: torch.Tensor) -> None:
-        self.item_codes = item_codes
-
-    def item_vectors(self, codes: torch.Tensor) -> torch.Tensor:
-        """``[..., levels]`` codes -> ``[..., levels * hidden]``: the item's code embeddings side by side."""
-        return torch.cat([table(codes[..., level]) for level, table in enumerate(self.code_embeddings)], dim=-1)
+    def item_vectors(self) -> torch.Tensor:
+        """Every item's output vector ``[items, levels * hidden]``: its code embeddings side by side (+ the hybrid's
+        residual)."""
+        codes = self.item_codes
+        vectors = torch.cat([table(codes[..., level]) for level, table in enumerate(self.code_embeddings)], dim=-1)
+        if self.residual_items is not None:
+            vectors = vectors + self.residual_projection(self.item_collab) + self.residual_items.weight
+        return vectors
 
     def states(self, sequence: ItemSequence) -> torch.Tensor:
         """The state after each item of the sequence, ``[batch, length, hidden]``. Causal attention never looks
@@ -82,7 +93,7 @@ class ItemLevelGenerator(NextItemGenerator):
         """Log-probability of every item's code tuple after each state ``[..., hidden]`` -> ``[..., items]``; the
         padding item gets -inf."""
         queries = [head(states) for head in self.heads]
-        scores = torch.cat(queries, dim=-1) @ self.item_vectors(self.item_codes).T
+        scores = torch.cat(queries, dim=-1) @ self.item_vectors().T
         scores[..., 0] = float("-inf")
         if self.code_loss == "levels":
             return scores - sum(torch.logsumexp(q @ table.weight.T, dim=-1, keepdim=True)

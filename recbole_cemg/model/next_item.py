@@ -41,9 +41,13 @@ class NextItemGenerator(nn.Module):
     def __init__(self, num_beams: int) -> None:
         super().__init__()
         self.decoding_stats = DecodingStats(num_beams)
+        self.item_codes: torch.Tensor | None = None
+        self.item_collab: torch.Tensor | None = None
 
-    def set_codes(self, item_codes: torch.Tensor) -> None:
-        """The code table ``[items, levels]`` (row 0: padding item) changed: rebuild what depends on it."""
+    def set_items(self, item_codes: torch.Tensor, collab_embeddings: torch.Tensor) -> None:
+        """The item table changed (codes ``[items, levels]``, row 0 the padding item, and the collaborative
+        embeddings): keep what scoring every item needs."""
+        self.item_codes, self.item_collab = item_codes, collab_embeddings
 
     def loss(self, window: ItemSequence, all_positions: bool) -> torch.Tensor:
         """Mean negative log-likelihood of each row's last item given the items before it, or (``all_positions``)
