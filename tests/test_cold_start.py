@@ -76,8 +76,10 @@ def test_content_codes_reach_cold_items_where_id_embeddings_cannot(tiny_run_conf
     assert "| cold users | cold recall@10 | cold ndcg@10 | warm recall@10 | warm ndcg@10 | cold share@10 |" in header
 
 
-def test_content_similarity_scores_the_history_profile():
-    """The content-only reference: cosine similarity to the normalised sum of the history's unit vectors."""
+@pytest.mark.parametrize("exclude_history", [False, True])
+def test_content_similarity_scores_the_history_profile(exclude_history):
+    """The content-only reference: cosine similarity to the normalised sum of the history's unit vectors; with
+    ``exclude_history`` the history's items (and the padding item) rank last."""
 
     from recbole_cemg.model.content_similarity import ContentSimilarity
 
@@ -86,7 +88,13 @@ def test_content_similarity_scores_the_history_profile():
     unit = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.6, 0.8]])  # item 0: padding
     model.register_buffer("unit_text", unit)
     model.modality_names, model.n_items, model.ITEM_SEQ = ["text"], 4, "item_id_list"
-    scores = model.full_sort_predict({"item_id_list": torch.tensor([[1, 2, 0]])})
+    model.exclude_history = exclude_history
+    scores = model.full_sort_predict({"item_id_list": torch.tensor([[1, 2, 0], [3, 0, 0]])})
     profile = torch.tensor([1.0, 1.0]) / 2 ** 0.5
-    assert torch.allclose(scores[0], unit @ profile)
+    expected = torch.stack([unit @ profile, unit @ unit[3]])
+    if exclude_history:
+        expected[0, [0, 1, 2]] = expected[1, [0, 3]] = float("-inf")
+    assert torch.equal(scores.isinf(), expected.isinf())
+    assert torch.allclose(scores[~scores.isinf()], expected[~expected.isinf()])
     assert scores[0].argmax() == 3  # the item between the two seen ones
+    assert scores[1].argmax() == (2 if exclude_history else 3)  # with repeats allowed, the history's own item wins
