@@ -43,9 +43,8 @@ baselines() {
     python3 run_cemg.py --model=SASRec "${COMMON[@]}" --seed="$seed" --checkpoint_dir="/tmp/saved/sasrec-$seed" \
         --result_file="$OUT/sasrec-$seed.json" > "/tmp/bench/logs/sasrec-$seed.log" 2>&1
     # weights and config only (no optimizer state): CEMG's collaborative source for this seed
-    python3 -c "import sys, torch; c = torch.load(sys.argv[1], weights_only=False, map_location='cpu');
-torch.save({'config': c['config'], 'state_dict': c['state_dict']}, sys.argv[2])" \
-        "$(ls /tmp/saved/sasrec-"$seed"/SASRec-*.pth | grep -v resume | head -1)" "$OUT/sasrec-$seed.pth"
+    python3 benchmarks/weights_only.py "$(ls /tmp/saved/sasrec-"$seed"/SASRec-*.pth | grep -v resume | head -1)" \
+        "$OUT/sasrec-$seed.pth"
 }
 
 gru4rec() {

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# The Beauty benchmark on a CPU machine, one seed per call, resumable across sessions (benchmarks/README.md).
+#
+#   bash benchmarks/beauty_cpu.sh sasrec 2020      # SASRec-CE at RecBole's defaults (~2.8 h on the 2-core VM); run
+#                                                  # again after an interruption and it continues from its last epoch
+#   bash benchmarks/beauty_cpu.sh ablations 2020   # the CEMG variants of benchmarks/configs/beauty-ablations.txt,
+#                                                  # each reading that seed's SASRec checkpoint (~12 min each)
+#   bash benchmarks/beauty_cpu.sh cold 2020        # cold start (cold_item_ratio 0.1): SASRec trained without the
+#                                                  # held-out items, then CEMG reading it and ContentSimilarity
+#
+# Expects .devrun/data/Beauty/ (Beauty.inter, Beauty.item, Beauty.text.npz, Beauty.title_categories.npz: see
+# benchmarks/README.md). Every SASRec leaves a weights-only checkpoint, $OUT/<name>.pth (about 3.5 MB): commit it, so
+# that a later session's CEMG experiments cost only the tokenizer and the generator. Finished results are skipped.
+set -uo pipefail
+PHASE=$1 SEED=$2
+OUT=${OUT:-benchmarks/results/beauty-cpu}
+RUNS=${RUNS:-.devrun/ckpt}   # training states of interrupted runs (kept out of git)
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
+COMMON=(--dataset=Beauty --data_path=.devrun/data --feature_path=.devrun/data/Beauty --show_progress=False
+        --eval_batch_size=1024 --seed="$SEED")
+mkdir -p "$OUT/logs"
+
+sasrec() {   # name, extra --key=value: trains (or resumes) one SASRec and exports its weights
+    local name=$1; shift
+    [ -f "$OUT/$name.pth" ] && return
+    local state resume=()
+    state=$(ls "$RUNS/$name"/SASRec-*.resume.pth 2>/dev/null | head -1)
+    [ -n "$state" ] && resume=(--resume="${state%.resume.pth}.pth")
+    python run_cemg.py --model=SASRec "${COMMON[@]}" "$@" --checkpoint_dir="$RUNS/$name" "${resume[@]}" \
+        --result_file="$OUT/$name.json" >> "$OUT/logs/$name.log" 2>&1 || return 1
+    python benchmarks/weights_only.py "$(ls "$RUNS/$name"/SASRec-*.pth | grep -v '\.resume\.pth$' | head -1)" \
+        "$OUT/$name.pth"
+}
+
+variants() {   # output prefix, models (comparison syntax), extra key=value for every model
+    local prefix=$1 models=$2; shift 2
+    [ -f "$prefix.json" ] && return
+    python benchmarks/compare.py --models="$models" --dataset=Beauty --data_path=.devrun/data \
+        --feature_path=.devrun/data/Beauty --output="$prefix" --set seed="$SEED" show_progress=False \
+        eval_batch_size=1024 checkpoint_dir="$RUNS/$(basename "$prefix")" "$@" >> "$OUT/logs/$(basename "$prefix").log" 2>&1
+}
+
+case $PHASE in
+    sasrec) sasrec "sasrec-$SEED" ;;
+    ablations)
+        sasrec "sasrec-$SEED" || exit 1
+        while read -r name spec; do
+            [ -z "$name" ] || [ "${name:0:1}" = "#" ] && continue
+            variants "$OUT/ablations/$name-$SEED" "$spec" collab_source="$OUT/sasrec-$SEED.pth"
+        done < benchmarks/configs/beauty-ablations.txt ;;
+    cold)
+        sasrec "cold-sasrec-$SEED" --cold_item_ratio=0.1 || exit 1
+        variants "$OUT/cold/cemg-$SEED" "CEMG" cold_item_ratio=0.1 collab_source="$OUT/cold-sasrec-$SEED.pth" ;;
+    *) echo "usage: $0 sasrec|ablations|cold <seed>" >&2; exit 2 ;;
+esac
