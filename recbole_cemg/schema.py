@@ -146,6 +146,9 @@ def _cemg_relations(config: MutableMapping[str, Any]) -> Iterator[tuple[str, str
                                       "train_all_positions: False.")
     if config["joint_weight"] and config["generator_input"] != "items":
         yield "joint_weight", "joint training needs the item-level generator (generator_input: items)."
+    if config["loss_candidates"] == "trained" and (config["generator_input"], config["code_loss"]) != ("items", "items"):
+        yield "loss_candidates", ("choosing the training softmax's candidates needs the item-level generator with "
+                                  "code_loss: items (the likelihood over the items).")
     if config["residual_item_embedding"] and config["generator_input"] != "items":
         yield "residual_item_embedding", ("the residual item embedding extends the item-level generator's output "
                                           "layer: set generator_input: items, or residual_item_embedding: False.")

@@ -129,6 +129,31 @@ def test_residual_item_embedding_starts_as_the_pure_ranker_plus_the_collaborativ
     assert set(touched.nonzero().flatten().tolist()) == set(range(1, N_ITEMS + 1))  # softmax over every item
     assert not touched[0]  # the padding item is never a candidate
 
+
+def test_loss_candidates_leave_never_trained_items_out_of_the_training_softmax():
+    """Items outside ``loss_candidates`` are no negatives: the loss is the NLL among the candidates alone, and an
+    excluded item's own output vector gets no gradient (without the mask it is pushed down at every step)."""
+    windows = torch.tensor([[3, 7, 2, 9], [5, 1, 0, 0]])
+    candidates = torch.ones(N_ITEMS + 1, dtype=torch.bool)
+    candidates[[0, 11, 12]] = False  # padding, and two items no training window contains
+    masked, plain = generator("items", n_items=N_ITEMS + 1), generator("items", n_items=N_ITEMS + 1)
+    masked.loss_candidates = candidates
+    for model in (masked, plain):
+        model.residual_items.weight.data.normal_()  # any per-item vectors: the gradient is what is checked
+    plain.load_state_dict(masked.state_dict())
+    loss = masked.loss(sequence(masked, windows), all_positions=True)
+    with torch.no_grad():
+        states = masked.states(sequence(masked, windows).inputs())
+        targets = windows[:, 1:]
+        logits = (torch.cat([h(states[targets > 0]) for h in masked.heads], -1) @ masked.item_vectors().T)
+        expected = -torch.log_softmax(logits[:, candidates], -1)[
+            torch.arange(int((targets > 0).sum())), torch.cumsum(candidates, 0)[targets[targets > 0]] - 1].mean()
+    torch.testing.assert_close(loss, expected)
+    loss.backward()
+    plain.loss(sequence(plain, windows), all_positions=True).backward()
+    assert masked.residual_items.weight.grad[[11, 12]].abs().sum() == 0
+    assert (plain.residual_items.weight.grad[[11, 12]].abs().sum(1) > 0).all()
+
 # ------------------------------------------------------------------------------------------ inside CEMG
 @pytest.fixture(scope="module")
 def fused_run(tmp_path_factory):

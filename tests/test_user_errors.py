@@ -139,12 +139,14 @@ def test_data_too_small_for_the_split_stops(tmp_path, per_user, expected):
     ("--lora={r: 8, lora_alpa: 16}", ["`lora`", "'lora_alpa' is not a LoRA setting"]),
     ("--tokenizer_path=x.codes.json", ["`joint_weight`", "tokenizer_path"]),
     ("--residual_item_embedding=True", ["`residual_item_embedding`", "generator_input: items"]),
+    ("--loss_candidates=trained", ["`loss_candidates`", "code_loss: items"]),
     ("--epochs=2", ["--epochs=3", "Give each --key=value once"]),
 ])
 def test_invalid_run_settings_stop(tmp_path, flag, names):
     extra = {"--topk=[10,100]": ["--num_beams=100"], "--lora={r: 8, lora_alpa: 16}": ["--llm_path=gpt2"],
              "--tokenizer_path=x.codes.json": ["--joint_weight=0.1"], "--epochs=2": ["--epochs=3"],
-             "--residual_item_embedding=True": ["--generator_input=tokens"]}.get(flag, [])
+             "--residual_item_embedding=True": ["--generator_input=tokens"],
+             "--loss_candidates=trained": ["--code_loss=levels"]}.get(flag, [])
     assert_user_error(run_tiny(tmp_path, flag, *extra), *names)
 
 

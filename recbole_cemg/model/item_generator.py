@@ -13,7 +13,10 @@ Two likelihoods of the next item's code tuple share that one scoring function (`
 - ``items``: the summed logits normalised over the code tuples that exist, i.e. maximum likelihood of the next
   item's tuple among the valid ones.
 
-Both rank a user's items by the same sum of code logits; they differ in what training pushes down.
+Both rank a user's items by the same sum of code logits; they differ in what training pushes down. Under ``items``
+an item that never occurs in training is a negative of every training step and never a target, so its tuple is only
+ever pushed down; ``loss_candidates`` (the items the training softmax normalises over, e.g. those with training
+interactions) leaves such items to be scored through the codes they share with trained items.
 
 ``n_items`` > 0 makes it a hybrid (``residual_item_embedding``): each item's output vector also gets a projection of
 its collaborative embedding and a free vector of its own (initialised at 0), SASRec's output capacity beside the
@@ -37,7 +40,8 @@ class ItemLevelGenerator(NextItemGenerator):
     def __init__(self, level_sizes: list[int], collab_dim: int, max_history_items: int,
                  llm_path: str | None = None, llm_config: dict[str, Any] | None = None,
                  lora: dict[str, Any] | None = None, dtype: torch.dtype = torch.float32, dropout: float = 0.1,
-                 code_loss: str = "items", latent_dim: int = 0, num_beams: int = 20, n_items: int = 0) -> None:
+                 code_loss: str = "items", latent_dim: int = 0, num_beams: int = 20, n_items: int = 0,
+                 loss_candidates: torch.Tensor | None = None) -> None:
         super().__init__(num_beams)
         self.model = build_backbone(llm_path, llm_config, lora, dtype, max_positions=max_history_items + 1)
         hidden = self.model.config.hidden_size
@@ -57,6 +61,7 @@ class ItemLevelGenerator(NextItemGenerator):
         self.residual_items = nn.Embedding(n_items, width) if n_items else None
         if n_items:
             nn.init.zeros_(self.residual_items.weight)
+        self.register_buffer("loss_candidates", loss_candidates, persistent=False)
 
     @classmethod
     def from_config(cls, config, level_sizes: list[int], collab_dim: int,
@@ -65,7 +70,8 @@ class ItemLevelGenerator(NextItemGenerator):
                    config["lora"], generator_dtype(config), config["generator_dropout"], config["code_loss"],
                    latent_dim=config["rqvae_latent_dim"] if config["joint_weight"] else 0,
                    num_beams=config["num_beams"],
-                   n_items=len(training_counts) if config["residual_item_embedding"] else 0)
+                   n_items=len(training_counts) if config["residual_item_embedding"] else 0,
+                   loss_candidates=training_counts > 0 if config["loss_candidates"] == "trained" else None)
 
     def item_vectors(self) -> torch.Tensor:
         """Every item's output vector ``[items, levels * hidden]``: its code embeddings side by side (+ the hybrid's
@@ -89,12 +95,14 @@ class ItemLevelGenerator(NextItemGenerator):
         out = self.model(inputs_embeds=inputs.to(self.dtype), position_ids=positions)
         return self.dropout(out.last_hidden_state.float())
 
-    def item_log_probs(self, states: torch.Tensor) -> torch.Tensor:
-        """Log-probability of every item's code tuple after each state ``[..., hidden]`` -> ``[..., items]``; the
-        padding item gets -inf."""
+    def item_log_probs(self, states: torch.Tensor, candidates: torch.Tensor | None = None) -> torch.Tensor:
+        """Log-probability of every item's code tuple after each state ``[..., hidden]`` -> ``[..., items]``, among
+        the ``candidates`` (a mask over the items; default all); the padding item and the others get -inf."""
         queries = [head(states) for head in self.heads]
         scores = torch.cat(queries, dim=-1) @ self.item_vectors().T
         scores[..., 0] = float("-inf")
+        if candidates is not None:
+            scores = scores.masked_fill(~candidates, float("-inf"))
         if self.code_loss == "levels":
             return scores - sum(torch.logsumexp(q @ table.weight.T, dim=-1, keepdim=True)
                                 for q, table in zip(queries, self.code_embeddings))
@@ -109,7 +117,7 @@ class ItemLevelGenerator(NextItemGenerator):
         if not all_positions:  # only the prediction of each row's last item
             predicted = torch.zeros_like(predicted)
             predicted[torch.arange(len(targets), device=targets.device), window.lengths - 2] = True
-        return F.nll_loss(self.item_log_probs(states[predicted]), targets[predicted])
+        return F.nll_loss(self.item_log_probs(states[predicted], self.loss_candidates), targets[predicted])
 
     def all_item_scores(self, history: ItemSequence) -> torch.Tensor:
         """Every item's exact log-probability."""
