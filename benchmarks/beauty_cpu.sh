@@ -6,7 +6,8 @@
 #   bash benchmarks/beauty_cpu.sh ablations 2020   # the CEMG variants of benchmarks/configs/beauty-ablations.txt,
 #                                                  # each reading that seed's SASRec checkpoint (~12 min each)
 #   bash benchmarks/beauty_cpu.sh cold 2020        # cold start (cold_item_ratio 0.1): SASRec trained without the
-#                                                  # held-out items, then CEMG reading it and ContentSimilarity
+#                                                  # held-out items, then CEMG reading it, with and without the
+#                                                  # never-trained items in its training softmax
 #
 # Expects .devrun/data/Beauty/ (Beauty.inter, Beauty.item, Beauty.text.npz, Beauty.title_categories.npz: see
 # benchmarks/README.md). Every SASRec leaves a weights-only checkpoint, $OUT/<name>.pth (about 3.5 MB): commit it, so
@@ -50,6 +51,7 @@ case $PHASE in
         done < benchmarks/configs/beauty-ablations.txt ;;
     cold)
         sasrec "cold-sasrec-$SEED" --cold_item_ratio=0.1 || exit 1
-        variants "$OUT/cold/cemg-$SEED" "CEMG" cold_item_ratio=0.1 collab_source="$OUT/cold-sasrec-$SEED.pth" ;;
+        variants "$OUT/cold/cemg-$SEED" "CEMG,CEMG[loss_candidates='trained']" cold_item_ratio=0.1 \
+            collab_source="$OUT/cold-sasrec-$SEED.pth" ;;
     *) echo "usage: $0 sasrec|ablations|cold <seed>" >&2; exit 2 ;;
 esac
