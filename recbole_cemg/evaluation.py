@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import gzip
+import io
 import os
 from dataclasses import dataclass
 from typing import Iterator
@@ -46,8 +48,9 @@ class UserResults:
         raise InputError(f"per-user metric '{name}': only recall@k, hit@k and ndcg@k are per-user metrics.")
 
     def write(self, path: str, metrics: list[str]) -> None:
-        """A tab-separated file (atomic): user, item, rank, train_count, then one column per metric."""
-        with atomic_write(path, "w", encoding="utf-8") as f:
+        """A tab-separated file (atomic; gzip-compressed when ``path`` ends with .gz, byte-identical for the same
+        content): user, item, rank, train_count, then one column per metric."""
+        with atomic_write(path, "wb") as raw, _text(raw, path, "w") as f:
             writer = csv.writer(f, delimiter="\t", lineterminator="\n")
             writer.writerow(["user", "item", "rank", "train_count", *metrics])
             values = [self.metric(m) for m in metrics]
@@ -59,8 +62,8 @@ class UserResults:
     def read(cls, path: str) -> UserResults:
         if not os.path.isfile(path):
             raise MissingFileError(f"{path}: no per-user results; they are written beside each result file "
-                                   "(<result>.users.tsv). Rerun the model, or compare without this run.")
-        with open(path, encoding="utf-8", newline="") as f:
+                                   "(<result>.users.tsv.gz). Rerun the model, or compare without this run.")
+        with open(path, "rb") as raw, _text(raw, path, "r") as f:
             rows = list(csv.DictReader(f, delimiter="\t"))
         if rows and not {"user", "item", "rank", "train_count"} <= rows[0].keys():
             raise InputError(f"{path}: not a per-user results file (needs columns user, item, rank, train_count).")
@@ -69,19 +72,25 @@ class UserResults:
                    np.array([int(r["train_count"]) for r in rows], dtype=np.int64))
 
 
+def _text(raw, path: str, mode: str) -> io.TextIOWrapper:
+    """The text stream over the binary file ``raw``, through gzip for a ``.gz`` path."""
+    stream = gzip.GzipFile(fileobj=raw, mode=mode + "b", mtime=0) if path.endswith(".gz") else raw
+    return io.TextIOWrapper(stream, encoding="utf-8", newline="")
+
+
 # Entries of a result that are rows of their own, each with its own per-user results.
 EXTRA_ROWS = ("score_fusion", "collaborative")
 
 
 def store_user_results(result: dict, stem: str, folder: str) -> dict:
     """``result`` as it goes into a JSON file in ``folder``: its per-user results (and those of its extra rows)
-    written to ``<stem>[.<row>].users.tsv`` and replaced by that path, relative to ``folder``."""
+    written to ``<stem>[.<row>].users.tsv.gz`` and replaced by that path, relative to ``folder``."""
     metrics = [m for m in result.get("test_result", {}) if m.partition("@")[0] in ("recall", "ndcg", "hit")]
 
     def store(entry: dict, suffix: str) -> dict:
         entry = dict(entry)
         if isinstance(entry.get("per_user"), UserResults):
-            path = f"{stem}{suffix}.users.tsv"
+            path = f"{stem}{suffix}.users.tsv.gz"
             entry["per_user"].write(path, metrics)
             entry["per_user"] = os.path.relpath(path, folder)
         return entry

@@ -198,7 +198,7 @@ def test_joint_training_reaches_the_tokenizer(fused_run, tmp_path, tiny_run_conf
 def test_runs_load_from_result_files_and_comparisons(fused_run, tmp_path):
     single = tmp_path / "one.json"
     single.write_text(json.dumps(store_user_results(fused_run, str(tmp_path / "one"), str(tmp_path)), default=str))
-    assert os.path.isfile(tmp_path / "one.users.tsv") and os.path.isfile(tmp_path / "one.score_fusion.users.tsv")
+    assert os.path.isfile(tmp_path / "one.users.tsv.gz") and os.path.isfile(tmp_path / "one.score_fusion.users.tsv.gz")
     write_outputs([fused_run, fused_run], summarise([fused_run, fused_run]), str(tmp_path / "table"))
     (loaded,) = load_runs(str(single))
     assert len(load_runs(str(tmp_path / "table"))) == 2

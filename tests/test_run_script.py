@@ -28,7 +28,7 @@ def run_tiny(tmp_path, model: str, *extra: str) -> dict:
     with open(result_file, encoding="utf-8") as f:
         result = json.load(f)
     # the result, its per-user results beside it, and no temporary file left behind
-    assert sorted(os.listdir(tmp_path)) == ["r.json", "r.users.tsv", "saved"]
+    assert sorted(os.listdir(tmp_path)) == ["r.json", "r.users.tsv.gz", "saved"]
     return result
 
 
@@ -43,8 +43,8 @@ def check_common(result: dict, model: str, tmp_path) -> None:
     assert isinstance(result["parameters"], int) and result["parameters"] > 0
     checkpoint = result["checkpoint"]
     assert os.path.dirname(checkpoint) == str(tmp_path / "saved") and os.path.isfile(checkpoint)
-    assert result["per_user"] == "r.users.tsv"
-    users = UserResults.read(str(tmp_path / "r.users.tsv"))
+    assert result["per_user"] == "r.users.tsv.gz"
+    users = UserResults.read(str(tmp_path / "r.users.tsv.gz"))
     assert len(users.users) == 120  # every test user of the tiny data set, once
     assert users.metric("ndcg@10").mean() == pytest.approx(result["test_result"]["ndcg@10"], abs=1e-4)
 

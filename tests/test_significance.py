@@ -69,3 +69,20 @@ def test_popularity_buckets_against_hand_counts():
     assert buckets["5-9"]["users"] == 1 and buckets["10-19"]["recall@10"] == 0.0
     assert buckets["20+"]["share"] == pytest.approx(2 / 7) and buckets["20+"]["recall@10"] == 0.5
     assert sum(b["share"] for b in buckets.values()) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("suffix", [".users.tsv.gz", ".users.tsv"])
+def test_per_user_results_round_trip_compressed_or_plain(tmp_path, suffix):
+    """What a run writes (gzip, reproducible to the byte) and what earlier runs wrote (plain) read back alike."""
+    original = results([3, 1, 40, 7], counts=[5, 0, 2, 9], users=["u1", "u2", "u3", "u4"])
+    path = str(tmp_path / f"a{suffix}")
+    original.write(path, ["recall@10", "ndcg@10"])
+    again = str(tmp_path / f"b{suffix}")
+    original.write(again, ["recall@10", "ndcg@10"])
+    with open(path, "rb") as first, open(again, "rb") as second:
+        assert first.read() == second.read()
+    loaded = UserResults.read(path)
+    assert loaded.users == original.users and loaded.items == original.items
+    assert (loaded.ranks == original.ranks).all() and (loaded.train_counts == original.train_counts).all()
+    with open(path, "rb") as f:
+        assert (f.read(2) == b"\x1f\x8b") == suffix.endswith(".gz")

@@ -33,7 +33,7 @@ def main() -> None:
     parser.add_argument("--dataset", "-d", default="ml-100k", help="dataset name (ml-100k ships with RecBole)")
     parser.add_argument("--config_files", default=None, help="config files, separated by spaces")
     parser.add_argument("--result_file", default=None, help="write the results as one JSON object to this path "
-                        "(per-user test results beside it: <result>.users.tsv)")
+                        "(per-user test results beside it: <result>.users.tsv.gz)")
     parser.add_argument("--compare", default=None, help="comma-separated models (or variants such as "
                         "CEMG[fusion=concat]) to train and tabulate one by one")
     parser.add_argument("--seeds", default=None, help="with --compare: comma-separated seeds to repeat each model")
