@@ -9,7 +9,9 @@ Two ways to get the LM, one forward path for both:
   from scratch, with a vocabulary of only the code tokens plus padding and BOS.
 
 A sequence is ``prefix + (left padding) + history codes + suffix + target codes``; the loss covers only the target
-codes.
+codes. As CEMG's token-level ``NextItemGenerator`` it ranks by trie-constrained beam search (``decoding.py``); the
+items outside the beams rank below them by training popularity. This module also builds the backbone of the
+item-level generator (``build_backbone``).
 """
 
 from __future__ import annotations
