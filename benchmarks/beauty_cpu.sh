@@ -24,6 +24,9 @@ mkdir -p "$OUT/logs"
 sasrec() {   # name, extra --key=value: trains (or resumes) one SASRec and exports its weights
     local name=$1; shift
     [ -f "$OUT/$name.pth" ] && return
+    mkdir -p "$RUNS"   # one process per run: a second one would continue the same state and overwrite it
+    exec {lock}>"$RUNS/$name.lock"
+    flock -n "$lock" || { echo "$name is training in another process ($RUNS/$name.lock): wait for it" >&2; return 1; }
     local state resume=()
     state=$(ls "$RUNS/$name"/SASRec-*.resume.pth 2>/dev/null | head -1)
     [ -n "$state" ] && resume=(--resume="${state%.resume.pth}.pth")
