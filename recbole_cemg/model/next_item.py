@@ -55,8 +55,8 @@ class NextItemGenerator(nn.Module):
         raise NotImplementedError
 
     def all_item_scores(self, history: ItemSequence) -> torch.Tensor:
-        """Scores ``[batch, items]`` of every item as the next one (RecBole's full ranking); the padding item
-        included, at the lowest score."""
+        """Scores ``[batch, items]`` of every item as the next one (RecBole's full ranking; column 0, the padding
+        item, is never a candidate)."""
         raise NotImplementedError
 
     def item_scores(self, history: ItemSequence, items: torch.Tensor) -> torch.Tensor:
