@@ -138,15 +138,11 @@ def test_data_too_small_for_the_split_stops(tmp_path, per_user, expected):
     ("--topk=[10,100]", ["`topk`", "only 60 items"]),
     ("--lora={r: 8, lora_alpa: 16}", ["`lora`", "'lora_alpa' is not a LoRA setting"]),
     ("--tokenizer_path=x.codes.json", ["`joint_weight`", "tokenizer_path"]),
-    ("--residual_item_embedding=True", ["`residual_item_embedding`", "generator_input: items"]),
-    ("--loss_candidates=trained", ["`loss_candidates`", "code_loss: items"]),
     ("--epochs=2", ["--epochs=3", "Give each --key=value once"]),
 ])
 def test_invalid_run_settings_stop(tmp_path, flag, names):
     extra = {"--topk=[10,100]": ["--num_beams=100"], "--lora={r: 8, lora_alpa: 16}": ["--llm_path=gpt2"],
-             "--tokenizer_path=x.codes.json": ["--joint_weight=0.1"], "--epochs=2": ["--epochs=3"],
-             "--residual_item_embedding=True": ["--generator_input=tokens"],
-             "--loss_candidates=trained": ["--code_loss=levels"]}.get(flag, [])
+             "--tokenizer_path=x.codes.json": ["--joint_weight=0.1"], "--epochs=2": ["--epochs=3"]}.get(flag, [])
     assert_user_error(run_tiny(tmp_path, flag, *extra), *names)
 
 
@@ -227,6 +223,16 @@ def test_each_violation_names_the_key_and_what_is_expected(key, value, expected)
     config = dict(defaults(), **{key: value})
     with pytest.raises(InputError, match=f"config `{key}` = .*{re.escape(expected)}"):
         check_config(config, "CEMG")
+
+
+@pytest.mark.parametrize("settings, key, expected", [
+    ({"residual_item_embedding": True, "generator_input": "tokens"}, "residual_item_embedding",
+     "set generator_input: items"),
+    ({"loss_candidates": "trained", "code_loss": "levels"}, "loss_candidates", "code_loss: items"),
+])
+def test_settings_that_do_not_fit_together_name_the_key(settings, key, expected):
+    with pytest.raises(InputError, match=f"config `{key}` = .*{re.escape(expected)}"):
+        check_config(dict(defaults(), **settings), "CEMG")
 
 
 def test_rules_read_as_words():
