@@ -21,6 +21,7 @@ from recbole.utils import InputType
 from recbole_cemg.checkpoints import check_origin, run_identity
 from recbole_cemg.data.features import load_modalities
 from recbole_cemg.errors import InputError, MissingFileError
+from recbole_cemg.evaluation import training_item_counts
 from recbole_cemg.io import atomic_write
 from recbole_cemg.model.collaborative import build_collaborative_model, collaborative_dim
 from recbole_cemg.model.decoding import DecodingStats
@@ -55,7 +56,7 @@ class CEMG(SequentialRecommender):
             config["fusion_guidance"], config["rqvae_beta"], config["align_weight"], config["align_temperature"],
             config["rqvae_dropout"], config["fusion_popularity"])
         self.joint_weight = float(config["joint_weight"])
-        self.training_counts = training_item_counts(dataset, self.ITEM_ID, self.ITEM_SEQ, self.n_items)
+        self.training_counts = training_item_counts(dataset)  # the counts of the popularity buckets
         self.warm_items = self.training_counts > 0
         self.generator = GENERATORS[config["generator_input"]].from_config(config, self.level_sizes, collab_dim,
                                                                            self.training_counts)
@@ -201,15 +202,6 @@ class CEMG(SequentialRecommender):
             raise InputError(f"Checkpoint does not fit this model: missing {sorted(set(missing) - expected_missing)[:5]}"
                              f", unexpected {unexpected[:5]}. Was it written with another configuration?")
         self.set_codes(self.item_codes)
-
-
-def training_item_counts(dataset, item_field: str, seq_field: str, n_items: int) -> torch.Tensor:
-    """How often each item occurs in the training split (as a target or in a history); 0 for the padding item."""
-    counts = torch.bincount(dataset.inter_feat[item_field], minlength=n_items).double()
-    if seq_field in dataset.inter_feat:
-        counts += torch.bincount(dataset.inter_feat[seq_field].flatten(), minlength=n_items).double()
-    counts[0] = 0
-    return counts
 
 
 def make_report(raw_codes: torch.Tensor, codes: torch.Tensor, level_sizes: list[int], reconstruction: float,
