@@ -6,8 +6,8 @@
 #   bash benchmarks/beauty_cpu.sh ablations 2020   # the CEMG variants of benchmarks/configs/beauty-ablations.txt,
 #                                                  # each reading that seed's SASRec checkpoint (~12 min each)
 #   bash benchmarks/beauty_cpu.sh cold 2020        # cold start (cold_item_ratio 0.1): SASRec trained without the
-#                                                  # held-out items, then CEMG reading it, with and without the
-#                                                  # never-trained items in its training softmax
+#                                                  # held-out items, then the CEMG variants of
+#                                                  # benchmarks/configs/beauty-cold.txt reading it
 #
 # Expects .devrun/data/Beauty/ (Beauty.inter, Beauty.item, Beauty.text.npz, Beauty.title_categories.npz: see
 # benchmarks/README.md). Every SASRec leaves a weights-only checkpoint, $OUT/<name>.pth (about 3.5 MB): commit it, so
@@ -44,17 +44,22 @@ variants() {   # output prefix, models (comparison syntax), extra key=value for 
         eval_batch_size=1024 checkpoint_dir="$RUNS/$(basename "$prefix")" "$@" >> "$OUT/logs/$(basename "$prefix").log" 2>&1
 }
 
+variant_list() {   # file of 'name spec' lines, output folder, extra key=value for every model: one result each
+    local file=$1 folder=$2 name spec; shift 2
+    while read -r name spec; do
+        [ -z "$name" ] || [ "${name:0:1}" = "#" ] && continue
+        variants "$folder/$name-$SEED" "$spec" "$@"
+    done < "$file"
+}
+
 case $PHASE in
     sasrec) sasrec "sasrec-$SEED" ;;
     ablations)
         sasrec "sasrec-$SEED" || exit 1
-        while read -r name spec; do
-            [ -z "$name" ] || [ "${name:0:1}" = "#" ] && continue
-            variants "$OUT/ablations/$name-$SEED" "$spec" collab_source="$OUT/sasrec-$SEED.pth"
-        done < benchmarks/configs/beauty-ablations.txt ;;
+        variant_list benchmarks/configs/beauty-ablations.txt "$OUT/ablations" collab_source="$OUT/sasrec-$SEED.pth" ;;
     cold)
         sasrec "cold-sasrec-$SEED" --cold_item_ratio=0.1 || exit 1
-        variants "$OUT/cold/cemg-$SEED" "CEMG,CEMG[loss_candidates='trained']" cold_item_ratio=0.1 \
+        variant_list benchmarks/configs/beauty-cold.txt "$OUT/cold" cold_item_ratio=0.1 \
             collab_source="$OUT/cold-sasrec-$SEED.pth" ;;
     *) echo "usage: $0 sasrec|ablations|cold <seed>" >&2; exit 2 ;;
 esac
