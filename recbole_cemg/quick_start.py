@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import platform
@@ -59,8 +60,9 @@ def run_cemg(model: str | None = None, dataset: str | None = None, config_file_l
                 f"--resume={trainer.saved_model_file})")
 
     start = time.perf_counter()
-    best_valid_score, best_valid_result = trainer.fit(train_data, valid_data, verbose=verbose, saved=saved,
-                                                      show_progress=config["show_progress"] and verbose)
+    with trainer.timed("train") if hasattr(trainer, "timed") else contextlib.nullcontext():
+        best_valid_score, best_valid_result = trainer.fit(train_data, valid_data, verbose=verbose, saved=saved,
+                                                          show_progress=config["show_progress"] and verbose)
     seconds["train"] = round(time.perf_counter() - start, 3)
     start = time.perf_counter()
     with trainer.recording_users(test_data, data.item_counts) as users:
@@ -78,7 +80,7 @@ def run_cemg(model: str | None = None, dataset: str | None = None, config_file_l
         "valid_score_bigger": config["valid_metric_bigger"],
         "best_valid_result": dict(best_valid_result or {}),
         "test_result": dict(test_result or {}),
-        "seconds": {**seconds, **getattr(trainer, "stage_seconds", {})},
+        "seconds": {**seconds, **(trainer.run_seconds() if hasattr(trainer, "run_seconds") else {})},
         "parameters": sum(p.numel() for p in model_instance.parameters()),
         "peak_memory": peak_memory(config["device"]),
         "machine": machine_description(config["device"]),

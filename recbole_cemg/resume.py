@@ -5,16 +5,19 @@ continue from the wrong weights. ``ResumableTraining`` writes the complete train
 epoch, and once before the first (weights, optimizer, early-stopping counters, and every random generator that
 training draws from), to ``<checkpoint>.resume.pth``, atomically. With ``resume`` set to the interrupted run's
 checkpoint path (the run logs it when it starts), ``fit`` restores that state and continues with the next epoch, so
-the resumed run reaches the numbers of an uninterrupted one.
+the resumed run reaches the numbers of an uninterrupted one. The seconds it reports add up every segment (each
+up to its last saved state), so a resumed run's training time is not just its last segment's.
 """
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import random
+import time
 from logging import getLogger
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -98,6 +101,30 @@ class ResumableTraining:
 
     resuming = False
 
+    def __init__(self, config, model) -> None:
+        super().__init__(config, model)
+        self.earlier_seconds: dict[str, float] = {}  # of the segments before a resume, from the state they saved
+        self.segment_seconds: dict[str, float] = {}  # of the timed parts this process finished
+        self.running_since: dict[str, float] = {}    # of those it is inside
+
+    @contextlib.contextmanager
+    def timed(self, name: str) -> Iterator[None]:
+        """Time a part of training (``train``, a CEMG stage) under ``name`` in ``run_seconds``."""
+        self.running_since[name] = time.perf_counter()
+        try:
+            yield
+        finally:
+            started = self.running_since.pop(name)
+            self.segment_seconds[name] = self.segment_seconds.get(name, 0.0) + time.perf_counter() - started
+
+    def run_seconds(self) -> dict[str, float]:
+        """Wall seconds of each timed part, summed over this process and the segments of the run before it."""
+        now = time.perf_counter()
+        names = {*self.earlier_seconds, *self.segment_seconds, *self.running_since}
+        return {name: round(self.earlier_seconds.get(name, 0.0) + self.segment_seconds.get(name, 0.0)
+                            + (now - self.running_since[name] if name in self.running_since else 0.0), 3)
+                for name in names}
+
     def resume_from(self, checkpoint: str) -> None:
         """Continue the run whose best model goes to ``checkpoint``: ``fit`` restores its last saved state. The
         temporary files of writes the interrupted run did not finish (``io.atomic_write``) are removed."""
@@ -129,6 +156,7 @@ class ResumableTraining:
                  "best_valid_result": {k: float(v) for k, v in (self.best_valid_result or {}).items()},
                  "model": model_state(self.model),
                  "optimizer": self.optimizer.state_dict(), "random": random_state(train_data),
+                 "seconds": self.run_seconds(),
                  "finished": self.cur_step > self.stopping_step or epoch + 1 >= self.epochs}
         with atomic_write(path) as f:
             torch.save(state, f)
@@ -142,6 +170,7 @@ class ResumableTraining:
         set_random_state(state["random"], train_data)
         self.start_epoch, self.cur_step = state["epoch"] + 1, state["cur_step"]
         self.best_valid_score, self.best_valid_result = state["best_valid_score"], state["best_valid_result"] or None
+        self.earlier_seconds = state.get("seconds", {})
         stopped_early, done = self.cur_step > self.stopping_step, self.start_epoch >= self.epochs
         getLogger().info(f"resumed from {path}: epoch {state['epoch']} was the last one finished" + (
             " (training had ended by early stopping; a larger --stopping_step continues it)" if stopped_early else

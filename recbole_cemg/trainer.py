@@ -40,17 +40,13 @@ from recbole_cemg.score_fusion import ScoreEnsemble, fuse_on_valid_and_test
 
 
 class CEMGTrainer(ResumableTraining, DistributedEvaluation, PerUserRecording, Trainer):
-    def __init__(self, config, model) -> None:
-        super().__init__(config, model)
-        self.stage_seconds: dict[str, float] = {}
-
     @contextlib.contextmanager
     def stage(self, name: str) -> Iterator[None]:
         self.logger.info(set_color(f"CEMG stage: {name}", "yellow"))
-        start = time.perf_counter()
-        yield
-        self.stage_seconds[name] = round(time.perf_counter() - start, 3)
-        self.logger.info(set_color(f"CEMG stage {name} done in {self.stage_seconds[name]:.1f}s", "yellow"))
+        with self.timed(name):
+            yield
+        self.logger.info(set_color(f"CEMG stage {name} done in {self.run_seconds()[name]:.1f}s", "yellow")
+                         + (" (all segments of the resumed run)" if self.resuming else ""))
 
     def artifact(self, suffix: str) -> str:
         """Path of a file that belongs to this run's checkpoint (codes, plots, embeddings)."""
@@ -181,7 +177,7 @@ class CEMGTrainer(ResumableTraining, DistributedEvaluation, PerUserRecording, Tr
         start = time.perf_counter()
         with self.recording_users(test_data, item_counts) as users:
             result["test_result"] = dict(self.evaluate_model(collab, test_data))
-        result["seconds"] = {"train": self.stage_seconds.get("collaborative", 0.0),
+        result["seconds"] = {"train": self.run_seconds().get("collaborative", 0.0),
                              "test": round(time.perf_counter() - start, 3)}
         self.logger.info(set_color("collaborative model alone", "yellow") + f": test {result['test_result']}")
         return {**result, "per_user": users[0]}

@@ -1,5 +1,5 @@
 """A run killed (SIGKILL) in the collaborative stage, resumed, killed again in the generator stage and resumed again
-reaches the result of an uninterrupted run.
+reaches the result of an uninterrupted run, and reports the seconds of all its segments.
 
 What the resume restores shows in the first resumed generator epoch: on our CPU it has the very same training loss
 as in the uninterrupted run (same weights, optimizer state, batch order and random state). Later epochs can drift:
@@ -81,6 +81,8 @@ def test_killed_twice_then_resumed_gives_the_uninterrupted_result(tmp_path, unin
         kill_when(start(saved, log, f"--resume={checkpoint}"), checkpoint.replace(".pth", ".resume.pth"), min_epoch=2)
     second = (tmp_path / "second.txt").read_text()
     assert "collab.resume.pth: epoch" in second and "resumed from" in second
+    seconds_at_kill = torch.load(checkpoint.replace(".pth", ".resume.pth"), weights_only=True)["seconds"]
+    assert seconds_at_kill["generator"] > 0 and seconds_at_kill["train"] > seconds_at_kill["generator"]
 
     with open(tmp_path / "third.txt", "w") as log:
         third = finish(start(saved, log, f"--resume={checkpoint}", f"--result_file={tmp_path / 'result.json'}"),
@@ -94,6 +96,11 @@ def test_killed_twice_then_resumed_gives_the_uninterrupted_result(tmp_path, unin
     resumed = json.loads((tmp_path / "result.json").read_text())
     assert numbers(resumed["tokenizer"]) == pytest.approx(numbers(expected["tokenizer"]), rel=1e-3, abs=1e-6)
     assert_metrics_agree(resumed, expected)
+    # the seconds add up the segments: the second one's generator epochs count beside the third's
+    third_epochs = sum(float(t) for t in re.findall(r"(?:training|evaluating) \[time: ([\d.]+)s", third))
+    assert resumed["seconds"]["generator"] >= seconds_at_kill["generator"] + third_epochs
+    assert resumed["seconds"]["train"] >= sum(resumed["seconds"][s] for s in ("collaborative", "tokenizer",
+                                                                               "generator"))
     assert not glob.glob(str(saved / ".*.tmp"))  # atomic writes left no half-written file behind
 
 
