@@ -1,6 +1,7 @@
 """Train several models on the same data, split and protocol, one after another, and tabulate them.
 
-A model that fails is reported in the table with its error and does not stop the others. An entry may also be a
+A model that fails is reported in the table with its error and does not stop the others; the command then exits
+with status 1 (``stop_if_any_failed``). An entry may also be a
 configuration variant, ``Model[key=value;key=value]`` (values are Python literals), so that ablations sit in the same
 table as the baselines: ``CEMG[fusion=concat]``, ``CEMG[modalities=[];collab_in_fusion=True]``.
 """
@@ -128,6 +129,15 @@ def compare(models: list[str], dataset: str, config_file_list: list[str] | None 
     if output:
         report(rows, output, reference)
     return rows
+
+
+def stop_if_any_failed(rows: list[dict[str, Any]], program: str) -> None:
+    """Exit with status 1 when a run of the table failed (after its outputs are written), so that a script or a
+    queue that runs comparisons never takes a table with a failed row for a finished benchmark."""
+    failed = [f"{row['model']} (seed {row['seed']}): {row['error']}" for row in rows if "error" in row]
+    if failed:
+        raise SystemExit(f"{program}: {len(failed)} run(s) failed, marked 'failed' in the table beside the others: "
+                         + "; ".join(failed))
 
 
 def report(rows: list[dict[str, Any]], output: str | None, reference: str | None = None) -> list[dict[str, Any]]:

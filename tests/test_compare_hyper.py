@@ -52,6 +52,19 @@ def test_comparison_writes_every_output_and_survives_a_failing_model(tiny_run_co
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
 
 
+def test_a_comparison_with_a_failed_run_writes_its_table_and_exits_1(tiny_run_config, tmp_path, monkeypatch):
+    from recbole_cemg.cli.compare import main
+    output = tmp_path / "out"
+    monkeypatch.setattr(sys, "argv", ["cemg-compare", "--models=NoSuchModel", "--dataset=tiny", f"--output={output}",
+                                      f"--config_files={tiny_run_config['config_file_list'][0]}",
+                                      "--seeds=2020", "--set", f"checkpoint_dir={tmp_path / 'saved'}"])
+    with pytest.raises(SystemExit) as stopped:
+        main()
+    assert isinstance(stopped.value.code, str)  # a message: exit status 1
+    assert "1 run(s) failed" in stopped.value.code and "NoSuchModel (seed 2020): InputError" in stopped.value.code
+    assert "failed: InputError" in (tmp_path / "out.md").read_text()  # the table was written first
+
+
 @pytest.mark.parametrize("algo", ["exhaustive", "random"])
 def test_hyper_parameter_search_exports_trials_and_best(tiny_run_config, tmp_path, monkeypatch, algo):
     output = str(tmp_path / f"hyper-{algo}")

@@ -15,7 +15,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from recbole_cemg.compare import baseline_ensembles, compare, literal_value, load_runs, report, split_models
+from recbole_cemg.compare import (baseline_ensembles, compare, literal_value, load_runs, report, split_models,
+                                  stop_if_any_failed)
 from recbole_cemg.errors import InputError, add_debug_flag, command_line
 
 
@@ -57,10 +58,11 @@ def main() -> None:
         if args.ensembles:
             rows += baseline_ensembles(rows, rows[0]["dataset"], config_files, common)
         report(rows, args.output, args.reference)
-        return
-
-    compare(split_models(args.models), args.dataset, config_files, common, parse(args.cemg_set),
-            parse_seeds(args.seeds), reuse_collab=not args.own_collab, output=args.output, reference=args.reference)
+    else:
+        rows = compare(split_models(args.models), args.dataset, config_files, common, parse(args.cemg_set),
+                       parse_seeds(args.seeds), reuse_collab=not args.own_collab, output=args.output,
+                       reference=args.reference)
+    stop_if_any_failed(rows, "compare")
 
 
 def parse_seeds(seeds: str | None) -> list[int] | None:

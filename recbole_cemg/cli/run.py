@@ -19,7 +19,7 @@ import json
 import os
 
 from recbole_cemg.cli.compare import parse_seeds
-from recbole_cemg.compare import compare, split_models
+from recbole_cemg.compare import compare, split_models, stop_if_any_failed
 from recbole_cemg.errors import InputError, add_debug_flag, command_line
 from recbole_cemg.evaluation import store_user_results
 from recbole_cemg.io import atomic_write
@@ -52,8 +52,9 @@ def main() -> None:
         raise InputError(f"--nproc={args.nproc}: give the number of processes to run on this machine, at least 1.")
     if args.compare:
         # each model exactly as its own single run (CEMG trains its own stage 1; cemg-compare can reuse SASRec's)
-        compare(split_models(args.compare), args.dataset, config_files, seeds=parse_seeds(args.seeds),
-                reuse_collab=False, output=args.output, reference=args.reference)
+        rows = compare(split_models(args.compare), args.dataset, config_files, seeds=parse_seeds(args.seeds),
+                       reuse_collab=False, output=args.output, reference=args.reference)
+        stop_if_any_failed(rows, "run_cemg")
         return
     result = run(args.model, args.dataset, config_files, nproc=args.nproc, world_size=args.world_size, ip=args.ip,
                  port=args.port, group_offset=args.group_offset)
