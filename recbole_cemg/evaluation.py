@@ -32,6 +32,9 @@ class UserResults:
     items: list[str]
     ranks: np.ndarray
     train_counts: np.ndarray
+    # Runs with cold_item_ratio > 0: whether the target was held out of training, so that another run of the same
+    # users (e.g. at ratio 0) can be compared on exactly the warm ones.
+    held_out: np.ndarray | None = None
     # In memory only (not written): the targets' internal ids and each user's top-k list of internal ids.
     targets: np.ndarray | None = None
     top: np.ndarray | None = None
@@ -47,16 +50,25 @@ class UserResults:
             return np.where(hit, 1.0 / np.log2(self.ranks + 1.0), 0.0)
         raise InputError(f"per-user metric '{name}': only recall@k, hit@k and ndcg@k are per-user metrics.")
 
+    def select(self, users: set[str]) -> UserResults:
+        """The rows of ``users`` (tokens), in this file's order."""
+        keep = np.array([user in users for user in self.users], dtype=bool)
+        return UserResults([u for u, k in zip(self.users, keep) if k], [i for i, k in zip(self.items, keep) if k],
+                           self.ranks[keep], self.train_counts[keep],
+                           None if self.held_out is None else self.held_out[keep])
+
     def write(self, path: str, metrics: list[str]) -> None:
         """A tab-separated file (atomic; gzip-compressed when ``path`` ends with .gz, byte-identical for the same
-        content): user, item, rank, train_count, then one column per metric."""
+        content): user, item, rank, train_count, held_out (0/1, runs with held-out items), then one column per
+        metric."""
+        held_out = [] if self.held_out is None else ["held_out"]
         with atomic_write(path, "wb") as raw, _text(raw, path, "w") as f:
             writer = csv.writer(f, delimiter="\t", lineterminator="\n")
-            writer.writerow(["user", "item", "rank", "train_count", *metrics])
+            writer.writerow(["user", "item", "rank", "train_count", *held_out, *metrics])
             values = [self.metric(m) for m in metrics]
             for i, (user, item) in enumerate(zip(self.users, self.items)):
                 writer.writerow([user, item, int(self.ranks[i]), int(self.train_counts[i]),
-                                 *(f"{v[i]:.6g}" for v in values)])
+                                 *([int(self.held_out[i])] if held_out else []), *(f"{v[i]:.6g}" for v in values)])
 
     @classmethod
     def read(cls, path: str) -> UserResults:
@@ -67,9 +79,10 @@ class UserResults:
             rows = list(csv.DictReader(f, delimiter="\t"))
         if rows and not {"user", "item", "rank", "train_count"} <= rows[0].keys():
             raise InputError(f"{path}: not a per-user results file (needs columns user, item, rank, train_count).")
+        held_out = np.array([r["held_out"] == "1" for r in rows], dtype=bool) if rows and "held_out" in rows[0] else None
         return cls([r["user"] for r in rows], [r["item"] for r in rows],
                    np.array([int(r["rank"]) for r in rows], dtype=np.int64),
-                   np.array([int(r["train_count"]) for r in rows], dtype=np.int64))
+                   np.array([int(r["train_count"]) for r in rows], dtype=np.int64), held_out)
 
 
 def _text(raw, path: str, mode: str) -> io.TextIOWrapper:

@@ -63,6 +63,7 @@ def test_content_codes_reach_cold_items_where_id_embeddings_cannot(tiny_run_conf
         # each row's cold-user numbers are its per-user metrics over exactly the users with a held-out target
         users, summary = entry["per_user"], entry["cold_start"]
         held_out = cold.numpy()[users.targets]
+        assert (users.held_out == held_out).all()  # recorded per user, written with the per-user results
         assert summary["test_users"] == int(held_out.sum())
         assert summary["test_result"]["recall@10"] == pytest.approx(users.metric("recall@10")[held_out].mean(),
                                                                     abs=1e-4)

@@ -86,3 +86,10 @@ def test_per_user_results_round_trip_compressed_or_plain(tmp_path, suffix):
     assert (loaded.ranks == original.ranks).all() and (loaded.train_counts == original.train_counts).all()
     with open(path, "rb") as f:
         assert (f.read(2) == b"\x1f\x8b") == suffix.endswith(".gz")
+    assert loaded.held_out is None  # a run without held-out items has no such column
+    original.held_out = np.array([False, True, False, False])  # a cold-start run's
+    original.write(path, ["recall@10"])
+    loaded = UserResults.read(path)
+    assert loaded.held_out.tolist() == [False, True, False, False]
+    warm = loaded.select({"u4", "u1"})
+    assert warm.users == ["u1", "u4"] and warm.ranks.tolist() == [3, 7] and warm.held_out.tolist() == [False, False]
