@@ -6,8 +6,8 @@ import os
 
 import numpy as np
 import pytest
-
 from conftest import ROOT
+
 from recbole_cemg.errors import InputError
 from recbole_cemg.evaluation import UserResults
 
