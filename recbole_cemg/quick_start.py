@@ -146,8 +146,9 @@ def add_cold_start(result: dict[str, Any], data: PreparedData, dataset) -> None:
     metrics = list(result["test_result"])
     identity = held_out_identity(data.cold, dataset)
     for entry in [result] + [result[key] for key in EXTRA_ROWS if isinstance(result.get(key), dict)]:
-        entry["cold_start"] = {**identity, **cold_start_summary(entry["per_user"], data.cold, metrics)}
-        entry["per_user"].held_out = data.cold.numpy()[entry["per_user"].targets]
+        users = entry["per_user"]
+        users.held_out = data.cold.numpy()[users.targets]
+        entry["cold_start"] = {**identity, **cold_start_summary(users, data.cold, metrics)}
     getLogger().info(set_color("cold-start test result", "yellow") + f": {result['cold_start']}")
 
 

@@ -61,8 +61,8 @@ def held_out_identity(cold: torch.Tensor, dataset) -> dict[str, Any]:
 def cold_start_summary(users: UserResults, cold: torch.Tensor, metrics: list[str], k: int = 10) -> dict[str, Any]:
     """Test metrics of the users whose target item was held out of training (``test_result``) and of the rest
     (``warm_result``), and the share of held-out items among every user's top-k list: a model that wins cold
-    users by flooding every list with cold items shows it there."""
-    is_cold = cold.numpy()[users.targets]
+    users by flooding every list with cold items shows it there. ``users.held_out`` marks the former."""
+    is_cold = users.held_out
 
     def average(mask: np.ndarray) -> dict[str, float]:
         return {m: round(float(users.metric(m)[mask].mean()), 4) for m in metrics} if mask.any() else {}
