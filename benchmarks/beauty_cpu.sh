@@ -41,7 +41,8 @@ variants() {   # output prefix, models (comparison syntax), extra key=value for 
     [ -f "$prefix.json" ] && return
     python benchmarks/compare.py --models="$models" --dataset=Beauty --data_path=.devrun/data \
         --feature_path=.devrun/data/Beauty --output="$prefix" --set seed="$SEED" show_progress=False \
-        eval_batch_size=1024 checkpoint_dir="$RUNS/$(basename "$prefix")" "$@" >> "$OUT/logs/$(basename "$prefix").log" 2>&1 \
+        eval_batch_size=1024 checkpoint_dir="$RUNS/$(basename "$prefix")" "$@" < /dev/null \
+        >> "$OUT/logs/$(basename "$prefix").log" 2>&1 \
         && return
     mv "$prefix.json" "$prefix.failed.json" 2>/dev/null   # so that the next call runs it again
     echo "$(basename "$prefix") failed: $OUT/logs/$(basename "$prefix").log" >&2

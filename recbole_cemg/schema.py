@@ -127,6 +127,9 @@ def _cemg_relations(config: MutableMapping[str, Any]) -> Iterator[tuple[str, str
         yield "num_beams", f"must be at least the largest topk ({max(topk)}), else the top-k lists are cut short."
     if not config["modalities"] and not config["collab_in_fusion"]:
         yield "modalities", "no modality to tokenize: list content modalities or set collab_in_fusion: True."
+    if config["cold_simulation"] and not config["modalities"]:
+        yield "cold_simulation", ("simulating cold-start items predicts their collaborative embedding from content: "
+                                  "list content modalities, or set cold_simulation: 0.")
     lora = config["lora"]
     if lora and not (isinstance(lora.get("r", 8), int) and lora.get("r", 8) > 0):
         yield "lora", "the LoRA rank `r` must be a positive integer."

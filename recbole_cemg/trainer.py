@@ -32,8 +32,8 @@ from recbole_cemg.data.windows import windowed_train_data
 from recbole_cemg.distributed import DistributedEvaluation, barrier, is_main_process, wrap_model
 from recbole_cemg.evaluation import PerUserRecording
 from recbole_cemg.io import atomic_directory, atomic_write
-from recbole_cemg.model.collaborative import (load_checkpoint_embeddings, map_cold_items, source_kind,
-                                              train_collaborative_model)
+from recbole_cemg.model.collaborative import (content_regression, load_checkpoint_embeddings, map_cold_items,
+                                              source_kind, train_collaborative_model)
 from recbole_cemg.plots import plot_code_usage
 from recbole_cemg.resume import ResumableTraining
 from recbole_cemg.score_fusion import ScoreEnsemble, fuse_on_valid_and_test
@@ -137,9 +137,13 @@ class CEMGTrainer(ResumableTraining, DistributedEvaluation, PerUserRecording, Tr
         self.install_collaborative(loaded.values, loaded.mask & model.warm_items)
 
     def install_collaborative(self, embeddings: torch.Tensor, known: torch.Tensor) -> None:
+        """The collaborative embeddings, cold-start rows mapped from content, and (cold simulation) every item's
+        content prediction, out of fold for the known ones."""
         model = self.model
         embeddings = map_cold_items(embeddings, known.clone(), model.content)
         model.collab_embeddings.copy_(embeddings.to(model.collab_embeddings.device))
+        if self.config["cold_simulation"]:
+            model.content_collab = content_regression(embeddings, known, model.content, folds=5)
 
     def _save_checkpoint(self, epoch, verbose=True, **kwargs):
         if not self.config["single_spec"] and self.config["local_rank"] != 0:

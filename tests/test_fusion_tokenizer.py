@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from recbole_cemg.data.features import AlignedFeatures
-from recbole_cemg.model.collaborative import map_cold_items
+from recbole_cemg.model.collaborative import content_regression, map_cold_items
 from recbole_cemg.model.fusion import CollaborativeGuidedFusion
 from recbole_cemg.model.tokenizer import ItemTokenizer, TokenizerInputs, deduplicate, unique_rows
 
@@ -337,3 +337,71 @@ def test_map_cold_items_without_cold_items_or_content():
     result = map_cold_items(embeddings, warm, [])
     torch.testing.assert_close(result[2], embeddings[[1, 3]].mean(0))
     assert torch.equal(result[[0, 1, 3]], embeddings[[0, 1, 3]])
+
+
+def test_content_regression_predicts_known_rows_out_of_fold():
+    """Embeddings unrelated to the content: a fit that saw a row predicts it well (overfitting), one that left it
+    out cannot, just as it cannot for a cold item."""
+    g = torch.Generator().manual_seed(0)
+    n = 121
+    values, embeddings = torch.randn(n, 40, generator=g), torch.randn(n, 4, generator=g)
+    known = torch.arange(n) > 0
+
+    def r2(predicted: torch.Tensor) -> float:
+        truth = embeddings[known]
+        return float(1 - (predicted[known] - truth).pow(2).sum() / (truth - truth.mean(0)).pow(2).sum())
+
+    assert r2(content_regression(embeddings, known, [content(values)])) > 0.25
+    assert r2(content_regression(embeddings, known, [content(values)], folds=5)) < 0.0
+    truth = values[:, :4] * 2.0  # a real linear relation survives out-of-fold prediction
+    oof = content_regression(truth, known, [content(values)], ridge=1e-4, folds=5)
+    torch.testing.assert_close(oof[known], truth[known], atol=1e-3, rtol=0)
+
+
+def cold_start_items(seed: int = 0) -> tuple[TokenizerInputs, TokenizerInputs, torch.Tensor, torch.Tensor]:
+    """160 items in 8 content clusters, every fifth held out of training: its collaborative embedding is the
+    content prediction (shrunk toward the mean), as in a cold-start run. Returns the inputs, every item seen as a
+    cold item (out-of-fold content predictions), the cold mask and the clusters."""
+    n, clusters = 160, 8
+    g = torch.Generator().manual_seed(seed)
+    cluster = torch.arange(n + 1) % clusters
+    text = torch.randn(clusters, 12, generator=g)[cluster] + 0.5 * torch.randn(n + 1, 12, generator=g)
+    collab = torch.randn(clusters, 6, generator=g)[cluster] + 0.3 * torch.randn(n + 1, 6, generator=g)
+    mask = torch.arange(n + 1) > 0
+    cold = (torch.arange(n + 1) % 5 == 1)
+    features = [content(text, mask)]
+    collab[cold] = content_regression(collab, mask & ~cold, features, ridge=30.0)[cold]
+    predicted = content_regression(collab, mask & ~cold, features, ridge=30.0, folds=5)
+    return (TokenizerInputs([text, collab], [mask, mask], collab),
+            TokenizerInputs([text, predicted], [mask, mask], predicted), cold, cluster)
+
+
+def test_cold_simulation_puts_held_out_items_in_the_code_cells_of_their_warm_neighbours():
+    inputs, cold_view, cold, cluster = cold_start_items()
+    warm = ~cold & (torch.arange(len(cold)) > 0)
+
+    def share_in_cluster_cell(rate: float) -> float:
+        torch.manual_seed(0)
+        tokenizer = ItemTokenizer(["text", "collab"], [12, 6], collab_dim=6, fusion_dim=16, hidden_dims=[16],
+                                  latent_dim=4, levels=2, codebook_size=8)
+        with one_thread():
+            tokenizer.fit(inputs, torch.arange(1, len(cold)), epochs=30, learning_rate=1e-2, batch_size=32,
+                          eval_step=5, stopping_step=100, show_progress=False,
+                          generator=torch.Generator().manual_seed(0), cold_view=cold_view, cold_simulation=rate)
+        first = tokenizer.encode(inputs)["codes"][:, 0]
+        majority = {int(c): int(first[warm & (cluster == c)].mode().values) for c in cluster.unique()}
+        return sum(int(first[i]) == majority[int(cluster[i])] for i in torch.nonzero(cold).flatten()) / int(cold.sum())
+
+    without, simulated = share_in_cluster_cell(0.0), share_in_cluster_cell(0.5)
+    assert simulated >= 0.9 and simulated > without + 0.05, (without, simulated)
+
+
+def test_where_takes_the_masked_rows_from_the_other_view():
+    inputs, cold_view, cold, _ = cold_start_items()
+    inputs.popularity = torch.arange(len(cold))
+    cold_view.popularity = torch.zeros(len(cold), dtype=torch.long)
+    mixed = inputs.where(cold, cold_view)
+    assert torch.equal(mixed.collab[cold], cold_view.collab[cold])
+    assert torch.equal(mixed.collab[~cold], inputs.collab[~cold])
+    assert torch.equal(mixed.features[1], mixed.collab) and torch.equal(mixed.features[0], inputs.features[0])
+    assert torch.equal(mixed.popularity, torch.where(cold, 0, inputs.popularity))

@@ -229,6 +229,7 @@ def test_each_violation_names_the_key_and_what_is_expected(key, value, expected)
     ({"residual_item_embedding": True, "generator_input": "tokens"}, "residual_item_embedding",
      "set generator_input: items"),
     ({"loss_candidates": "trained", "code_loss": "levels"}, "loss_candidates", "code_loss: items"),
+    ({"cold_simulation": 0.5, "modalities": []}, "cold_simulation", "list content modalities"),
 ])
 def test_settings_that_do_not_fit_together_name_the_key(settings, key, expected):
     with pytest.raises(InputError, match=f"config `{key}` = .*{re.escape(expected)}"):

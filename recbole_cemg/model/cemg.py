@@ -66,6 +66,9 @@ class CEMG(SequentialRecommender):
 
         self.register_buffer("collab_embeddings", torch.zeros(self.n_items, collab_dim))
         self.register_buffer("item_codes", torch.zeros(self.n_items, len(self.level_sizes), dtype=torch.long))
+        # Every item's collaborative embedding as predicted from its content (out of fold for the warm items), the
+        # tokenizer's input for simulated cold items (cold_simulation); set with the collaborative embeddings.
+        self.content_collab: torch.Tensor | None = None
         self.device_tokenizer_inputs: TokenizerInputs | None = None
         self.tokenizer_report: TokenizerReport | None = None
 
@@ -74,25 +77,32 @@ class CEMG(SequentialRecommender):
         return self.generator.decoding_stats
 
     # ------------------------------------------------------------------------------------------ item codes
-    def tokenizer_inputs(self) -> TokenizerInputs:
+    def tokenizer_inputs(self, as_cold: bool = False) -> TokenizerInputs:
+        """What the tokenizer reads of every item; ``as_cold``: each item as a cold-start item would look, with its
+        collaborative embedding predicted from its content (``content_collab``) and no training interactions."""
+        collab = self.content_collab if as_cold else self.collab_embeddings.cpu()
         features = [f.values for f in self.content]
         masks = [f.mask for f in self.content]
         if self.config["collab_in_fusion"]:
-            features.append(self.collab_embeddings.cpu())
+            features.append(collab)
             masks.append(torch.arange(self.n_items) > 0)
-        popularity = self.training_counts if self.config["fusion_popularity"] else None
-        return TokenizerInputs(features, masks, self.collab_embeddings.cpu(), popularity)
+        popularity = None
+        if self.config["fusion_popularity"]:
+            popularity = torch.zeros_like(self.training_counts) if as_cold else self.training_counts
+        return TokenizerInputs(features, masks, collab, popularity)
 
     def fit_tokenizer(self, show_progress: bool = True) -> TokenizerReport:
         """Train fusion + RQ-VAE on every item, then fix each item's unique code tuple."""
         config = self.config
         device = self.collab_embeddings.device
         inputs = self.tokenizer_inputs().to(device)
+        cold_view = self.tokenizer_inputs(as_cold=True).to(device) if config["cold_simulation"] else None
         items = torch.arange(1, self.n_items, device=device)
         seed = torch.Generator(device=device).manual_seed(config["seed"])
         epochs = self.tokenizer.fit(inputs, items, config["tokenizer_epochs"], config["tokenizer_learning_rate"],
                                     config["tokenizer_batch_size"], config["tokenizer_eval_step"],
-                                    config["tokenizer_stopping_step"], show_progress=show_progress, generator=seed)
+                                    config["tokenizer_stopping_step"], show_progress=show_progress, generator=seed,
+                                    cold_view=cold_view, cold_simulation=config["cold_simulation"])
         encoded, codes = self.encode_items(inputs)
         self.set_codes(codes)
         weights = encoded["weights"].mean(0).tolist()

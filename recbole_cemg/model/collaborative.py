@@ -151,6 +151,27 @@ def train_collaborative_model(config, train_data, valid_data, show_progress: boo
     return model
 
 
+def content_regression(embeddings: torch.Tensor, known: torch.Tensor, content: list[AlignedFeatures],
+                       ridge: float = 1.0, folds: int = 0) -> torch.Tensor:
+    """Every row's embedding predicted from its content by a ridge regression fitted on the ``known`` rows. With
+    ``folds`` > 1 each known row is predicted by a fit that left it out (``folds`` contiguous parts), so it is as far
+    from its own embedding as an unseen item's prediction is from the embedding it would have had."""
+    design = torch.cat([torch.cat([f.values * f.mask.unsqueeze(1), f.mask.float().unsqueeze(1)], 1) for f in content]
+                       + [torch.ones(len(embeddings), 1)], dim=1)
+
+    def fit(rows: torch.Tensor) -> torch.Tensor:
+        x, y = design[rows], embeddings[rows]
+        return torch.linalg.solve(x.T @ x + ridge * torch.eye(x.shape[1]), x.T @ y)
+
+    predicted = design @ fit(known)
+    if folds > 1:
+        for part in torch.nonzero(known).flatten().tensor_split(folds):
+            held = torch.zeros_like(known)
+            held[part] = True
+            predicted[part] = design[part] @ fit(known & ~held)
+    return predicted
+
+
 def map_cold_items(embeddings: torch.Tensor, warm: torch.Tensor, content: list[AlignedFeatures],
                    ridge: float = 1.0) -> torch.Tensor:
     """Replace the rows of cold items (``~warm``) by a ridge regression from their content to the warm rows."""
@@ -164,11 +185,7 @@ def map_cold_items(embeddings: torch.Tensor, warm: torch.Tensor, content: list[A
                             "collaborative embedding.")
         result[cold] = embeddings[warm].mean(0)
         return result
-    design = torch.cat([torch.cat([f.values * f.mask.unsqueeze(1), f.mask.float().unsqueeze(1)], 1) for f in content]
-                       + [torch.ones(len(embeddings), 1)], dim=1)
-    x, y = design[warm], embeddings[warm]
-    weights = torch.linalg.solve(x.T @ x + ridge * torch.eye(x.shape[1]), x.T @ y)
-    result[cold] = design[cold] @ weights
+    result[cold] = content_regression(embeddings, warm, content, ridge)[cold]
     getLogger().info(f"collaborative: {int(cold.sum())} cold-start item(s) mapped from content by ridge regression "
                      f"fitted on {int(warm.sum())} warm items")
     return result

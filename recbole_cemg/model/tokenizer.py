@@ -44,6 +44,15 @@ class TokenizerInputs:
         return TokenizerInputs([f[index] for f in self.features], [m[index] for m in self.masks], self.collab[index],
                                None if self.popularity is None else self.popularity[index])
 
+    def where(self, mask: torch.Tensor, other: TokenizerInputs) -> TokenizerInputs:
+        """Row ``i`` of ``other`` where ``mask[i]``, else of this one (the same items seen two ways)."""
+        def pick(mine: torch.Tensor, theirs: torch.Tensor) -> torch.Tensor:
+            return torch.where(mask.view(-1, *[1] * (mine.dim() - 1)), theirs, mine)
+
+        return TokenizerInputs([pick(a, b) for a, b in zip(self.features, other.features)],
+                               [pick(a, b) for a, b in zip(self.masks, other.masks)], pick(self.collab, other.collab),
+                               None if self.popularity is None else pick(self.popularity, other.popularity))
+
     def to(self, device) -> TokenizerInputs:
         return TokenizerInputs([f.to(device) for f in self.features], [m.to(device) for m in self.masks],
                                self.collab.to(device), None if self.popularity is None else self.popularity.to(device))
@@ -83,14 +92,17 @@ class ItemTokenizer(nn.Module):
     def fuse(self, inputs: TokenizerInputs) -> tuple[torch.Tensor, torch.Tensor]:
         return self.fusion(inputs.features, inputs.masks, inputs.collab, inputs.popularity)
 
-    def forward(self, inputs: TokenizerInputs) -> dict[str, torch.Tensor]:
+    def forward(self, inputs: TokenizerInputs, targets: TokenizerInputs | None = None) -> dict[str, torch.Tensor]:
+        """Fuse and quantise ``inputs``; reconstruct and align to ``targets`` (default: the inputs), which the cold
+        simulation keeps at the item's own modalities while the fusion sees it as a cold-start item."""
+        targets = inputs if targets is None else targets
         fused, weights = self.fuse(inputs)
         decoded, quantised, codes, quant_loss = self.rqvae(fused)
         reconstruction = fused.new_zeros(())
-        for head, target, mask in zip(self.heads, inputs.features, inputs.masks):
+        for head, target, mask in zip(self.heads, targets.features, targets.masks):
             error = (head(decoded) - F.normalize(target, dim=-1)).pow(2).sum(-1)
             reconstruction = reconstruction + (error * mask).sum() / mask.sum().clamp(min=1)
-        logits = F.normalize(self.align(quantised), dim=-1) @ F.normalize(inputs.collab, dim=-1).T
+        logits = F.normalize(self.align(quantised), dim=-1) @ F.normalize(targets.collab, dim=-1).T
         labels = torch.arange(len(logits), device=logits.device)
         alignment = F.cross_entropy(logits / self.align_temperature, labels)
         loss = reconstruction + quant_loss + self.align_weight * alignment
@@ -119,8 +131,14 @@ class ItemTokenizer(nn.Module):
 
     def fit(self, inputs: TokenizerInputs, items: torch.Tensor, epochs: int, learning_rate: float, batch_size: int,
             eval_step: int, stopping_step: int, weight_decay: float = 0.0, show_progress: bool = True,
-            generator: torch.Generator | None = None) -> int:
+            generator: torch.Generator | None = None, cold_view: TokenizerInputs | None = None,
+            cold_simulation: float = 0.0) -> int:
         """Train on ``items`` (internal ids), k-means-initialising the codebooks first.
+
+        Cold simulation (DropoutNet's idea): each batch fuses a ``cold_simulation`` share of its items from
+        ``cold_view``, i.e. as a cold-start item is seen (collaborative embedding predicted from content), and trains
+        them toward their own modalities. A cold item's content-predicted embedding is much closer to the mean than
+        a trained one; without this its codes crowd into the few cells near the centre, which no warm item trains.
 
         Early stopping on reconstruction error + collision rate, evaluated every ``eval_step`` epochs; the best
         state is restored. Returns the number of epochs run.
@@ -138,7 +156,12 @@ class ItemTokenizer(nn.Module):
             order = items[torch.randperm(len(items), generator=generator, device=items.device)]
             total = 0.0
             for start in range(0, len(order), batch_size):
-                out = self.forward(inputs.rows(order[start:start + batch_size]))
+                batch = order[start:start + batch_size]
+                seen = targets = inputs.rows(batch)
+                if cold_view is not None and cold_simulation:
+                    simulated = torch.rand(len(batch), generator=generator, device=batch.device) < cold_simulation
+                    seen = targets.where(simulated, cold_view.rows(batch))
+                out = self.forward(seen, targets)
                 optimizer.zero_grad()
                 out["loss"].backward()
                 optimizer.step()
