@@ -40,7 +40,9 @@ def test_cold_items_leave_training_entirely(tiny_run_config):
 
 
 def test_content_codes_reach_cold_items_where_id_embeddings_cannot(tiny_run_config):
-    config_dict = dict(tiny_run_config["config_dict"], cold_item_ratio=0.15, score_fusion_weights=[0, 1])
+    # cold_simulation: the tokenizer setting for catalogues with new items (SASRec and the content floor ignore it)
+    config_dict = dict(tiny_run_config["config_dict"], cold_item_ratio=0.15, score_fusion_weights=[0, 1],
+                       cold_simulation=0.5)
     rows = compare_models(["CEMG", "SASRec", "ContentSimilarity"], "tiny", tiny_run_config["config_file_list"],
                           config_dict)
     results = {row["model"]: row for row in rows}
