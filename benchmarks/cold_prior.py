@@ -1,0 +1,132 @@
+"""Calibration or order? What a constant added to the score of every held-out item does to a finished cold-start run.
+
+A generator trained without the held-out items can order them well among themselves and still rank them all below
+the warm items, whose code embeddings training pushed up. This reloads a run's checkpoint (no training), scores the
+validation and test users once, and for each constant ``b`` added to the held-out items' log-probabilities reports
+recall@10 on all, cold-target and warm users and the share of held-out items in the top-10 lists; plus the test
+recall@10 of the cold-target users when only the held-out items are ranked. ``b`` = 0 is the run as recorded.
+
+    python benchmarks/cold_prior.py benchmarks/results/beauty-cpu/cold/cold-sim-trained-title-2020.json \
+        --biases 0 1 2 3 --output benchmarks/results/beauty-cpu/cold/prior-cold-sim-2020.md
+
+The run's checkpoint must still exist where its result file says (``checkpoint``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the checkout, when not installed
+from recbole_cemg.checkpoints import read_checkpoint  # noqa: E402
+from recbole_cemg.compare import load_runs  # noqa: E402
+from recbole_cemg.config import Config  # noqa: E402
+from recbole_cemg.errors import InputError, command_line  # noqa: E402
+from recbole_cemg.io import atomic_write  # noqa: E402
+from recbole_cemg.quick_start import prepare_data  # noqa: E402
+from recbole_cemg.schema import schema  # noqa: E402
+from recbole_cemg.utils import get_model  # noqa: E402
+
+# Keys of a recorded config that rebuild the run's data and model (the rest are RecBole's run-time state).
+DATA_KEYS = ("data_path", "feature_path", "seed", "eval_batch_size", "checkpoint_dir", "MAX_ITEM_LIST_LENGTH")
+
+
+def rebuild(run: dict[str, Any]) -> tuple[torch.nn.Module, Any]:
+    """The run's model with its checkpoint's weights, and its data (the same held-out items, chosen from the seed)."""
+    recorded = run["config"]
+    if not recorded.get("cold_item_ratio"):
+        raise InputError(f"run '{run['model']}' held no items out (cold_item_ratio 0): nothing to calibrate.")
+    if not run.get("checkpoint") or not os.path.isfile(run["checkpoint"]):
+        raise InputError(f"run '{run['model']}': its checkpoint {run.get('checkpoint')!r} is gone; rerun it.")
+    model_name, dataset = recorded["model"], run["dataset"]
+    overrides = {k: recorded[k] for k in DATA_KEYS if k in recorded}
+    if os.path.basename(os.path.normpath(overrides["data_path"])) == dataset:  # RecBole appends the name again
+        overrides["data_path"] = os.path.dirname(os.path.normpath(overrides["data_path"]))
+    defaults = Config(model=model_name, dataset=dataset, config_dict=overrides)
+    # the keys the run set: those of the schema whose recorded value is not what this config derives by itself
+    overrides.update({k: recorded[k] for k in schema(model_name) if k in recorded and recorded[k] != defaults[k]})
+    config = Config(model=model_name, dataset=dataset, config_dict=overrides)
+    data = prepare_data(config)
+    model = get_model(model_name)(config, data.train._dataset)
+    model.load_checkpoint_state(read_checkpoint(run["checkpoint"], "checkpoint")["state_dict"])
+    return model.eval(), data
+
+
+@torch.no_grad()
+def scored(model: torch.nn.Module, loader) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Every user's scores of all items (history and padding at -inf, as RecBole ranks them) and target."""
+    batches = []
+    for interaction, history_index, _, targets in loader:
+        scores = model.full_sort_predict(interaction).view(len(targets), -1).float().clone()
+        if history_index is not None:
+            scores[history_index] = float("-inf")
+        scores[:, 0] = float("-inf")
+        batches.append((scores, targets))
+    return batches
+
+
+def with_prior(batches, cold: torch.Tensor, bias: float, k: int = 10) -> dict[str, float]:
+    """recall@k of all, cold-target and warm users, and the cold share of the top-k lists, with ``bias`` added."""
+    hits, is_cold, shares = [], [], []
+    for scores, targets in batches:
+        shifted = scores + bias * cold.float()
+        target_score = shifted[torch.arange(len(targets)), targets]
+        hits.append(((shifted > target_score.unsqueeze(1)).sum(1) < k).float())
+        is_cold.append(cold[targets])
+        shares.append(cold[shifted.topk(k, dim=1).indices].float().mean(1))
+    hit, held = torch.cat(hits), torch.cat(is_cold)
+    return {"all": float(hit.mean()), "cold": float(hit[held].mean()), "warm": float(hit[~held].mean()),
+            "share": float(torch.cat(shares).mean())}
+
+
+def among_cold_only(batches, cold: torch.Tensor, k: int = 10) -> float:
+    """recall@k of the cold-target users when only the held-out items are ranked."""
+    hits = []
+    for scores, targets in batches:
+        held = cold[targets]
+        only = scores[held].masked_fill(~cold, float("-inf"))
+        target_score = only[torch.arange(int(held.sum())), targets[held]]
+        hits.append(((only > target_score.unsqueeze(1)).sum(1) < k).float())
+    return float(torch.cat(hits).mean())
+
+
+def prior_table(run: dict[str, Any], biases: list[float]) -> str:
+    model, data = rebuild(run)
+    valid, test = scored(model, data.valid), scored(model, data.test)
+    header = ["bias"] + [f"{split} {column}" for split in ("valid", "test")
+                         for column in ("R@10", "cold R@10", "warm R@10", "cold share")]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for bias in biases:
+        cells = [f"{bias:g}"]
+        for split in (valid, test):
+            m = with_prior(split, data.cold, bias)
+            cells += [f"{m['all']:.4f}", f"{m['cold']:.4f}", f"{m['warm']:.4f}", f"{m['share']:.3f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", f"Test cold-target users ({int(data.cold[torch.cat([t for _, t in test])].sum())}), only the "
+              f"{int(data.cold.sum())} held-out items ranked: R@10 {among_cold_only(test, data.cold):.4f}."]
+    return "\n".join(lines) + "\n"
+
+
+@command_line("cold_prior")
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("result", help="the result file of one cold-start run (run_cemg.py or compare.py output)")
+    parser.add_argument("--biases", type=float, nargs="+", default=[0.0, 1.0, 2.0, 3.0])
+    parser.add_argument("--output", default=None, help="also write the table to this markdown file")
+    args = parser.parse_args()
+    runs = load_runs(args.result)
+    if len(runs) != 1:
+        raise InputError(f"{args.result}: holds {len(runs)} runs; give the result of one.")
+    table = prior_table(runs[0], args.biases)
+    print(table, end="")
+    if args.output:
+        with atomic_write(args.output, "w", encoding="utf-8") as f:
+            f.write(table)
+
+
+if __name__ == "__main__":
+    main()
