@@ -4,7 +4,8 @@ A generator trained without the held-out items can order them well among themsel
 the warm items, whose code embeddings training pushed up. This reloads a run's checkpoint (no training), scores the
 validation and test users once, and for each constant ``b`` added to the held-out items' log-probabilities reports
 recall@10 on all, cold-target and warm users and the share of held-out items in the top-10 lists; plus the test
-recall@10 of the cold-target users when only the held-out items are ranked. ``b`` = 0 is the run as recorded.
+recall@10 of the cold-target users when only the held-out items are ranked. ``b`` = 0 is the run as recorded. Then
+where the held-out items' codes landed (CEMG).
 
     python benchmarks/cold_prior.py benchmarks/results/beauty-cpu/cold/cold-sim-trained-title-2020.json \
         --biases 0 1 2 3 --output benchmarks/results/beauty-cpu/cold/prior-cold-sim-2020.md
@@ -52,7 +53,8 @@ def rebuild(run: dict[str, Any]) -> tuple[torch.nn.Module, Any]:
     config = Config(model=model_name, dataset=dataset, config_dict=overrides)
     data = prepare_data(config)
     model = get_model(model_name)(config, data.train._dataset)
-    model.load_checkpoint_state(read_checkpoint(run["checkpoint"], "checkpoint")["state_dict"])
+    state = read_checkpoint(run["checkpoint"], "checkpoint")["state_dict"]
+    getattr(model, "load_checkpoint_state", model.load_state_dict)(state)  # CEMG's also rebuilds its code table
     return model.eval(), data
 
 
@@ -94,6 +96,20 @@ def among_cold_only(batches, cold: torch.Tensor, k: int = 10) -> float:
     return float(torch.cat(hits).mean())
 
 
+def code_placement(codes: torch.Tensor, cold: torch.Tensor, warm: torch.Tensor) -> list[str]:
+    """Per code level: how many codes the held-out items use, and how many held-out items sit in a cell (a code of
+    that level) they outnumber the warm items in; cells no warm item trains are what the generator scores blindly."""
+    lines = ["| level | codes used by held-out items | held-out items in cells they outnumber the warm ones in |",
+             "|---|---|---|"]
+    for level in range(codes.shape[1] - 1):  # the de-duplication level carries no meaning
+        size = int(codes[:, level].max()) + 1
+        n_cold = torch.bincount(codes[cold, level], minlength=size)
+        n_warm = torch.bincount(codes[warm, level], minlength=size)
+        crowded = int(n_cold[n_cold > n_warm].sum())
+        lines.append(f"| {level + 1} | {int((n_cold > 0).sum())} of {size} | {crowded} of {int(cold.sum())} |")
+    return lines
+
+
 def prior_table(run: dict[str, Any], biases: list[float]) -> str:
     model, data = rebuild(run)
     valid, test = scored(model, data.valid), scored(model, data.test)
@@ -107,7 +123,9 @@ def prior_table(run: dict[str, Any], biases: list[float]) -> str:
             cells += [f"{m['all']:.4f}", f"{m['cold']:.4f}", f"{m['warm']:.4f}", f"{m['share']:.3f}"]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", f"Test cold-target users ({int(data.cold[torch.cat([t for _, t in test])].sum())}), only the "
-              f"{int(data.cold.sum())} held-out items ranked: R@10 {among_cold_only(test, data.cold):.4f}."]
+              f"{int(data.cold.sum())} held-out items ranked: R@10 {among_cold_only(test, data.cold):.4f}.", ""]
+    if hasattr(model, "item_codes"):
+        lines += code_placement(model.item_codes.cpu(), data.cold, model.warm_items)
     return "\n".join(lines) + "\n"
 
 
