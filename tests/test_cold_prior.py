@@ -36,6 +36,12 @@ def test_the_reloaded_run_reproduces_its_record_and_a_prior_moves_lists_toward_c
     assert pushed["cold"] == pytest.approx(module.among_cold_only(test, data.cold))  # ... ranked among themselves
     table = module.prior_table(result, [0.0, 50.0])
     assert f"| 0 | {result['best_valid_result']['recall@10']:.4f} |" in table  # valid of the best epoch
+    codes, cold = model.item_codes, data.cold
+    for level in range(codes.shape[1] - 1):
+        crowded = sum(int((codes[cold, level] == c).sum()) for c in codes[cold, level].unique()
+                      if (codes[cold, level] == c).sum() > (codes[model.warm_items, level] == c).sum())
+        assert f"| {level + 1} | {len(codes[cold, level].unique())} of " in table
+        assert f" | {crowded} of {int(cold.sum())} |" in table.splitlines()[-codes.shape[1] + 1 + level]
 
 
 def test_a_run_without_held_out_items_is_refused():
