@@ -15,20 +15,19 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the checkout, when not installed
-from recbole_cemg.compare import load_runs  # noqa: E402
+from recbole_cemg.compare import load_run, print_table  # noqa: E402
 from recbole_cemg.errors import InputError, command_line  # noqa: E402
 from recbole_cemg.evaluation import UserResults  # noqa: E402
-from recbole_cemg.io import atomic_write  # noqa: E402
 from recbole_cemg.significance import paired_difference  # noqa: E402
 
 METRICS = ("recall@10", "ndcg@10")
 
 
 def per_user(path: str) -> UserResults:
-    runs = load_runs(path)
-    if len(runs) != 1 or not isinstance(runs[0].get("per_user"), UserResults):
-        raise InputError(f"{path}: expected the result of one run with per-user results, found {len(runs)} run(s).")
-    return runs[0]["per_user"]
+    users = load_run(path).get("per_user")
+    if not isinstance(users, UserResults):
+        raise InputError(f"{path}: its run has no per-user results; rerun it with this version of the plugin.")
+    return users
 
 
 def warm_cost_row(label: str, ratio0: str, cold: str) -> str:
@@ -62,11 +61,7 @@ def main() -> None:
                                          for part in ("ratio 0", "held out", "ratio", "Δ (paired, 95 % CI)")]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += [warm_cost_row(*pair) for pair in args.pair]
-    table = "\n".join(lines) + "\n"
-    print(table, end="")
-    if args.output:
-        with atomic_write(args.output, "w", encoding="utf-8") as f:
-            f.write(table)
+    print_table("\n".join(lines) + "\n", args.output)
 
 
 if __name__ == "__main__":

@@ -24,10 +24,9 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the checkout, when not installed
 from recbole_cemg.checkpoints import read_checkpoint  # noqa: E402
-from recbole_cemg.compare import load_runs  # noqa: E402
+from recbole_cemg.compare import load_run, print_table  # noqa: E402
 from recbole_cemg.config import Config  # noqa: E402
 from recbole_cemg.errors import InputError, command_line  # noqa: E402
-from recbole_cemg.io import atomic_write  # noqa: E402
 from recbole_cemg.quick_start import prepare_data  # noqa: E402
 from recbole_cemg.schema import schema  # noqa: E402
 from recbole_cemg.utils import get_model  # noqa: E402
@@ -136,14 +135,7 @@ def main() -> None:
     parser.add_argument("--biases", type=float, nargs="+", default=[0.0, 1.0, 2.0, 3.0])
     parser.add_argument("--output", default=None, help="also write the table to this markdown file")
     args = parser.parse_args()
-    runs = load_runs(args.result)
-    if len(runs) != 1:
-        raise InputError(f"{args.result}: holds {len(runs)} runs; give the result of one.")
-    table = prior_table(runs[0], args.biases)
-    print(table, end="")
-    if args.output:
-        with atomic_write(args.output, "w", encoding="utf-8") as f:
-            f.write(table)
+    print_table(prior_table(load_run(args.result), args.biases), args.output)
 
 
 if __name__ == "__main__":

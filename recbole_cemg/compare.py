@@ -263,6 +263,22 @@ def load_runs(path: str) -> list[dict[str, Any]]:
     return [read_user_results(run, folder) for run in (content["runs"] if "runs" in content else [content])]
 
 
+def load_run(path: str) -> dict[str, Any]:
+    """The one run of a result file (``load_runs``), for the tools that read one run at a time."""
+    runs = load_runs(path)
+    if len(runs) != 1:
+        raise InputError(f"{path}: holds {len(runs)} runs; give the result of one run.")
+    return runs[0]
+
+
+def print_table(table: str, output: str | None) -> None:
+    """Print a markdown table, and write it atomically to ``output`` when given."""
+    print(table, end="")
+    if output:
+        with atomic_write(output, "w", encoding="utf-8") as f:
+            f.write(table)
+
+
 def fusion_row(row: dict[str, Any]) -> dict[str, Any]:
     """A score-fusion result as a row of its own, beside the pure generative row of the same run."""
     fusion = row["score_fusion"]
