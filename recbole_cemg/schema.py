@@ -130,6 +130,15 @@ def _cemg_relations(config: MutableMapping[str, Any]) -> Iterator[tuple[str, str
     if config["cold_simulation"] and not config["modalities"]:
         yield "cold_simulation", ("simulating cold-start items predicts their collaborative embedding from content: "
                                   "list content modalities, or set cold_simulation: 0.")
+    if config["cold_target_simulation"]:
+        missing = [fix for fix, ok in (("list content modalities", bool(config["modalities"])),
+                                       ("set generator_input: items", config["generator_input"] == "items"),
+                                       ("set residual_item_embedding: False", not config["residual_item_embedding"]),
+                                       ("set joint_weight: 0", not config["joint_weight"])) if not ok]
+        if missing:
+            yield "cold_target_simulation", ("scoring training targets through the code tuple their content alone "
+                                             "gives them needs the pure item-level generator with fixed codes: "
+                                             + ", ".join(missing) + "; or set cold_target_simulation: 0.")
     lora = config["lora"]
     if lora and not (isinstance(lora.get("r", 8), int) and lora.get("r", 8) > 0):
         yield "lora", "the LoRA rank `r` must be a positive integer."

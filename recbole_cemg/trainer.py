@@ -142,7 +142,7 @@ class CEMGTrainer(ResumableTraining, DistributedEvaluation, PerUserRecording, Tr
         model = self.model
         embeddings = map_cold_items(embeddings, known.clone(), model.content)
         model.collab_embeddings.copy_(embeddings.to(model.collab_embeddings.device))
-        if self.config["cold_simulation"]:
+        if self.config["cold_simulation"] or self.config["cold_target_simulation"]:
             model.content_collab = content_regression(embeddings, known, model.content, folds=5)
 
     def _save_checkpoint(self, epoch, verbose=True, **kwargs):

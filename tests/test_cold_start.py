@@ -1,5 +1,8 @@
 """Cold-start split: items held out of training, and the test users whose target is one of them."""
 
+import json
+import os
+
 import pytest
 import torch
 from recbole.data import create_dataset, data_preparation
@@ -40,9 +43,10 @@ def test_cold_items_leave_training_entirely(tiny_run_config):
 
 
 def test_content_codes_reach_cold_items_where_id_embeddings_cannot(tiny_run_config):
-    # cold_simulation: the tokenizer setting for catalogues with new items (SASRec and the content floor ignore it)
+    # cold_simulation and cold_target_simulation: CEMG's settings for catalogues with new items (SASRec and the
+    # content floor ignore them)
     config_dict = dict(tiny_run_config["config_dict"], cold_item_ratio=0.15, score_fusion_weights=[0, 1],
-                       cold_simulation=0.5)
+                       cold_simulation=0.5, cold_target_simulation=0.3)
     rows = compare_models(["CEMG", "SASRec", "ContentSimilarity"], "tiny", tiny_run_config["config_file_list"],
                           config_dict)
     results = {row["model"]: row for row in rows}
@@ -71,6 +75,13 @@ def test_content_codes_reach_cold_items_where_id_embeddings_cannot(tiny_run_conf
                                                                     abs=1e-4)
         assert summary["warm_result"]["ndcg@10"] == pytest.approx(users.metric("ndcg@10")[~held_out].mean(), abs=1e-4)
         assert summary["cold_share@10"] == pytest.approx(cold.numpy()[users.top[:, :10]].mean())
+    # the generator's content-only tuples: a held-out item's is its own tuple (its collaborative embedding already
+    # comes from its content alone), most warm items' differ from theirs
+    with open(os.path.splitext(results["CEMG"]["checkpoint"])[0] + ".codes.json", encoding="utf-8") as f:
+        table = json.load(f)
+    codes, content = (torch.tensor(list(table[key].values())) for key in ("codes", "content_codes"))
+    same = (codes == content).all(1)
+    assert same[cold[1:]].all() and (~same[~cold[1:]]).float().mean() > 0.3
     summary = summarise(rows)  # the comparison table gets the cold-start columns
     by_model = {e["model"]: e for e in summary}
     assert by_model["CEMG"]["cold recall@10"] == cemg and by_model["SASRec"]["cold recall@10"] == sasrec

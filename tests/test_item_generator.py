@@ -154,6 +154,66 @@ def test_loss_candidates_leave_never_trained_items_out_of_the_training_softmax()
     assert masked.residual_items.weight.grad[[11, 12]].abs().sum() == 0
     assert (plain.residual_items.weight.grad[[11, 12]].abs().sum(1) > 0).all()
 
+def test_cold_target_simulation_scores_the_chosen_targets_through_their_content_only_tuples():
+    """With every target simulated, the loss is the NLL of each target's content-only tuple against every other
+    item's own tuple: the target's own column is replaced, nothing else changes."""
+    model = generator("items")
+    model.cold_target_simulation = 1.0
+    content = code_catalogue(LEVELS, N_ITEMS, seed=5)
+    model.set_items(model.item_codes, model.item_collab, content)
+    windows = torch.tensor([[3, 7, 2, 9], [5, 1, 0, 0]])
+    with torch.no_grad():
+        loss = model.loss(sequence(model, windows), all_positions=True)
+        states = model.states(sequence(model, windows).inputs())
+        targets = windows[:, 1:]
+        query = torch.cat([h(states[targets > 0]) for h in model.heads], -1)
+        logits = query @ model.item_vectors().T
+        rows = torch.arange(len(query))
+        logits[rows, targets[targets > 0]] = (query * model.code_vectors(content[targets[targets > 0]])).sum(-1)
+        logits[:, 0] = float("-inf")
+        expected = -torch.log_softmax(logits, -1)[rows, targets[targets > 0]].mean()
+        torch.testing.assert_close(loss, expected)
+        model.cold_target_simulation = 0.0
+        assert not torch.isclose(model.loss(sequence(model, windows), all_positions=True), loss)
+
+
+def cold_catalogue() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Warm items 1-16 (first code 0-2) and cold items 17-20 (first code 3, as their content alone places them);
+    the warm items' content alone would place them at first code 3 too. Returns codes, content codes, candidates."""
+    every = list(itertools.product(*(range(s) for s in LEVELS)))
+    codes = torch.tensor([(0, 0, 0)] + [t for t in every if t[0] < 3][:16] + [t for t in every if t[0] == 3][:4])
+    content = codes.clone()
+    content[1:17, 0] = 3
+    candidates = torch.ones(N_ITEMS + 1, dtype=torch.bool)
+    candidates[[0, 17, 18, 19, 20]] = False  # loss_candidates: trained
+    return codes, content, candidates
+
+
+@pytest.mark.parametrize("share", [0.0, 0.3])
+def test_cold_target_simulation_gives_never_trained_items_probability_without_reordering_the_trained(share):
+    """Held-out items sit in a code cell no training target uses, so the trained ranker gives them no probability
+    as a group; scoring 30 % of the targets through their content-only tuples gives that cell a share of the mass,
+    while the order among the trained items (the next item first) stays."""
+    codes, content, candidates = cold_catalogue()
+    torch.manual_seed(0)
+    model = ItemLevelGenerator(LEVELS, collab_dim=5, max_history_items=6, llm_config=dict(LLM_CONFIG), dropout=0.0,
+                               loss_candidates=candidates, cold_target_simulation=share)
+    model.set_items(codes, torch.randn(N_ITEMS + 1, 5), content)
+    windows = torch.arange(1, 12).unsqueeze(1) + torch.arange(6).unsqueeze(0)  # item i -> i + 1 among warm items
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    for _ in range(150):
+        loss = model.loss(sequence(model, windows), all_positions=True)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.eval()
+    with torch.no_grad():
+        scores = model.all_item_scores(sequence(model, windows[:, :-1]))
+    cold_mass = float(scores[:, 17:].exp().sum(1).mean())
+    assert (scores[:, :17].argmax(1) == windows[:, -1]).all()
+    assert cold_mass < 0.01 if share == 0 else 0.2 < cold_mass < 0.8
+
+
 # ------------------------------------------------------------------------------------------ inside CEMG
 @pytest.fixture(scope="module")
 def fused_run(tmp_path_factory):

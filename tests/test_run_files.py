@@ -129,6 +129,14 @@ def test_tokenizer_path_reuses_the_codes_and_still_trains_the_collaborative_mode
     assert torch.equal(state["collab_model.item_embedding.weight"], trained["item_embedding.weight"])  # fused model
 
 
+def test_tokenizer_path_without_content_codes_is_refused_for_cold_target_simulation(cemg_run, tmp_path):
+    """A codes file written without ``cold_target_simulation`` has no content-only tuples to train toward."""
+    path = stem(cemg_run) + ".codes.json"
+    line = assert_user_error(run("run_cemg.py", *TINY, *fast(), f"--checkpoint_dir={tmp_path}",
+                                 f"--tokenizer_path={path}", "--cold_target_simulation=0.5"), path)
+    assert "no content-only codes, which cold_target_simulation needs" in line
+
+
 @pytest.mark.parametrize("suffix", [".collab.pth", ".collab.npz"])
 def test_collab_source_file_of_a_run_gives_that_runs_embeddings(cemg_run, tmp_path, suffix):
     """Read back by internal id (.pth) or by item token (.npz), the embeddings are those the first run had, cold

@@ -230,6 +230,11 @@ def test_each_violation_names_the_key_and_what_is_expected(key, value, expected)
      "set generator_input: items"),
     ({"loss_candidates": "trained", "code_loss": "levels"}, "loss_candidates", "code_loss: items"),
     ({"cold_simulation": 0.5, "modalities": []}, "cold_simulation", "list content modalities"),
+    ({"cold_target_simulation": 0.2, "residual_item_embedding": True, "modalities": ["text"]},
+     "cold_target_simulation", "the pure item-level generator with fixed codes: set residual_item_embedding: False; "
+     "or set cold_target_simulation: 0."),
+    ({"cold_target_simulation": 0.2, "modalities": [], "joint_weight": 0.1}, "cold_target_simulation",
+     "list content modalities, set joint_weight: 0;"),
 ])
 def test_settings_that_do_not_fit_together_name_the_key(settings, key, expected):
     with pytest.raises(InputError, match=f"config `{key}` = .*{re.escape(expected)}"):

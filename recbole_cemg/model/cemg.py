@@ -66,8 +66,11 @@ class CEMG(SequentialRecommender):
 
         self.register_buffer("collab_embeddings", torch.zeros(self.n_items, collab_dim))
         self.register_buffer("item_codes", torch.zeros(self.n_items, len(self.level_sizes), dtype=torch.long))
+        # Cold-target simulation: each item's code tuple as its content alone places it (set with the codes).
+        self.register_buffer("content_codes", None, persistent=False)
         # Every item's collaborative embedding as predicted from its content (out of fold for the warm items), the
-        # tokenizer's input for simulated cold items (cold_simulation); set with the collaborative embeddings.
+        # tokenizer's input for simulated cold items (cold_simulation, cold_target_simulation); set with the
+        # collaborative embeddings.
         self.content_collab: torch.Tensor | None = None
         self.device_tokenizer_inputs: TokenizerInputs | None = None
         self.tokenizer_report: TokenizerReport | None = None
@@ -96,7 +99,8 @@ class CEMG(SequentialRecommender):
         config = self.config
         device = self.collab_embeddings.device
         inputs = self.tokenizer_inputs().to(device)
-        cold_view = self.tokenizer_inputs(as_cold=True).to(device) if config["cold_simulation"] else None
+        simulate_cold = config["cold_simulation"] or config["cold_target_simulation"]
+        cold_view = self.tokenizer_inputs(as_cold=True).to(device) if simulate_cold else None
         items = torch.arange(1, self.n_items, device=device)
         seed = torch.Generator(device=device).manual_seed(config["seed"])
         epochs = self.tokenizer.fit(inputs, items, config["tokenizer_epochs"], config["tokenizer_learning_rate"],
@@ -104,6 +108,9 @@ class CEMG(SequentialRecommender):
                                     config["tokenizer_stopping_step"], show_progress=show_progress, generator=seed,
                                     cold_view=cold_view, cold_simulation=config["cold_simulation"])
         encoded, codes = self.encode_items(inputs)
+        if config["cold_target_simulation"]:
+            content = self.tokenizer.encode(cold_view.rows(items))["codes"]
+            self.content_codes = torch.cat([torch.cat([codes[:1, :-1], content]), codes[:, -1:]], dim=1)
         self.set_codes(codes)
         weights = encoded["weights"].mean(0).tolist()
         self.tokenizer_report = make_report(encoded["codes"], codes[1:], self.level_sizes, encoded["reconstruction"],
@@ -124,7 +131,7 @@ class CEMG(SequentialRecommender):
         joint training goes on shaping it (``joint_weight``; ``recode`` then refreshes the codes)."""
         self.tokenizer.requires_grad_(bool(self.joint_weight))
         self.item_codes.copy_(codes.to(self.item_codes.device))
-        self.generator.set_items(self.item_codes, self.collab_embeddings)
+        self.generator.set_items(self.item_codes, self.collab_embeddings, self.content_codes)
 
     def recode(self) -> float:
         """Joint training: re-encode every item with the tokenizer as trained so far and install the new unique
@@ -139,9 +146,15 @@ class CEMG(SequentialRecommender):
         ``tokenizer_path`` loads it back."""
         table = {"run": run_identity(self.config), "level_sizes": self.level_sizes,
                  "report": asdict(self.tokenizer_report) if self.tokenizer_report else None,
-                 "codes": {self.item_tokens[i]: self.item_codes[i].tolist() for i in range(1, self.n_items)}}
+                 "codes": self.token_table(self.item_codes)}
+        if self.content_codes is not None:
+            table["content_codes"] = self.token_table(self.content_codes)
         with atomic_write(path, "w", encoding="utf-8") as f:
             json.dump(table, f, indent=0)
+
+    def token_table(self, codes: torch.Tensor) -> dict[str, list[int]]:
+        """``{item token: codes}`` of a code table ``[items, levels]``, as the codes file stores it."""
+        return {self.item_tokens[i]: codes[i].tolist() for i in range(1, self.n_items)}
 
     def load_codes(self, path: str) -> None:
         """Read a codes file written by ``save_codes`` and check it matches this dataset and configuration."""
@@ -150,7 +163,18 @@ class CEMG(SequentialRecommender):
         if table.get("level_sizes") != self.level_sizes:
             raise InputError(f"{path}: written for code levels {table.get('level_sizes')}, but this run has "
                              f"{self.level_sizes} (codebook_levels, codebook_size, dedup_size).")
-        stored = table["codes"]
+        if self.config["cold_target_simulation"]:
+            if "content_codes" not in table:
+                raise InputError(f"{path}: no content-only codes, which cold_target_simulation needs (the file was "
+                                 "written by a run without it). Leave tokenizer_path empty to fit the tokenizer anew, "
+                                 "or set cold_target_simulation: 0.")
+            self.content_codes = self.code_table(table["content_codes"], path).to(self.item_codes.device)
+        self.set_codes(self.code_table(table["codes"], path))
+        if table.get("report"):
+            self.tokenizer_report = TokenizerReport(**table["report"])
+
+    def code_table(self, stored: dict[str, list[int]], path: str) -> torch.Tensor:
+        """The ``[items, levels]`` tensor of a ``{item token: codes}`` table read from ``path``, checked."""
         missing = [t for t in self.item_tokens[1:] if t not in stored]
         if missing or len(stored) != self.n_items - 1:
             raise InputError(f"{path}: its {len(stored)} items do not match the dataset's {self.n_items - 1} "
@@ -159,9 +183,7 @@ class CEMG(SequentialRecommender):
         codes = torch.tensor([[0] * len(self.level_sizes)] + [stored[t] for t in self.item_tokens[1:]])
         if (codes >= torch.tensor(self.level_sizes)).any() or (codes < 0).any():
             raise InputError(f"{path}: codes outside the code levels {self.level_sizes}.")
-        self.set_codes(codes)
-        if table.get("report"):
-            self.tokenizer_report = TokenizerReport(**table["report"])
+        return codes
 
     # ------------------------------------------------------------------------------------------ RecBole contract
     def sequence(self, items: torch.Tensor, lengths: torch.Tensor) -> tuple[ItemSequence, torch.Tensor | float]:

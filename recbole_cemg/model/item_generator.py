@@ -16,7 +16,10 @@ Two likelihoods of the next item's code tuple share that one scoring function (`
 Both rank a user's items by the same sum of code logits; they differ in what training pushes down. Under ``items``
 an item that never occurs in training is a negative of every training step and never a target, so its tuple is only
 ever pushed down; ``loss_candidates`` (the items the training softmax normalises over, e.g. those with training
-interactions) leaves such items to be scored through the codes they share with trained items.
+interactions) leaves such items to be scored through the codes they share with trained items. Still, the tuples such
+items get from their content alone lie where few training targets do, so the generator ranks them below the trained
+ones as a group; ``cold_target_simulation`` scores a share of the training targets through the tuple their own content
+alone gives them (``content_codes``), so that content-only tuples are targets too.
 
 ``n_items`` > 0 makes it a hybrid (``residual_item_embedding``): each item's output vector also gets a projection of
 its collaborative embedding and a free vector of its own (initialised at 0), SASRec's output capacity beside the
@@ -41,12 +44,13 @@ class ItemLevelGenerator(NextItemGenerator):
                  llm_path: str | None = None, llm_config: dict[str, Any] | None = None,
                  lora: dict[str, Any] | None = None, dtype: torch.dtype = torch.float32, dropout: float = 0.1,
                  code_loss: str = "items", latent_dim: int = 0, num_beams: int = 20, n_items: int = 0,
-                 loss_candidates: torch.Tensor | None = None) -> None:
+                 loss_candidates: torch.Tensor | None = None, cold_target_simulation: float = 0.0) -> None:
         super().__init__(num_beams)
         self.model = build_backbone(llm_path, llm_config, lora, dtype, max_positions=max_history_items + 1)
         hidden = self.model.config.hidden_size
         self.dtype = dtype
         self.code_loss = code_loss
+        self.cold_target_simulation = cold_target_simulation
         self.code_embeddings = nn.ModuleList(nn.Embedding(size, hidden) for size in level_sizes)
         self.collab_projection = nn.Linear(collab_dim, hidden)
         # joint training: the tokenizer's quantised latent is an input too, so the generator's loss reaches it
@@ -71,13 +75,17 @@ class ItemLevelGenerator(NextItemGenerator):
                    latent_dim=config["rqvae_latent_dim"] if config["joint_weight"] else 0,
                    num_beams=config["num_beams"],
                    n_items=len(training_counts) if config["residual_item_embedding"] else 0,
-                   loss_candidates=training_counts > 0 if config["loss_candidates"] == "trained" else None)
+                   loss_candidates=training_counts > 0 if config["loss_candidates"] == "trained" else None,
+                   cold_target_simulation=config["cold_target_simulation"])
+
+    def code_vectors(self, codes: torch.Tensor) -> torch.Tensor:
+        """The output vector ``[..., levels * hidden]`` of code tuples ``[..., levels]``: their code embeddings side
+        by side."""
+        return torch.cat([table(codes[..., level]) for level, table in enumerate(self.code_embeddings)], dim=-1)
 
     def item_vectors(self) -> torch.Tensor:
-        """Every item's output vector ``[items, levels * hidden]``: its code embeddings side by side (+ the hybrid's
-        residual)."""
-        codes = self.item_codes
-        vectors = torch.cat([table(codes[..., level]) for level, table in enumerate(self.code_embeddings)], dim=-1)
+        """Every item's output vector ``[items, levels * hidden]``: its code tuple's (+ the hybrid's residual)."""
+        vectors = self.code_vectors(self.item_codes)
         if self.residual_items is not None:
             vectors = vectors + self.residual_projection(self.item_collab) + self.residual_items.weight
         return vectors
@@ -95,11 +103,18 @@ class ItemLevelGenerator(NextItemGenerator):
         out = self.model(inputs_embeds=inputs.to(self.dtype), position_ids=positions)
         return self.dropout(out.last_hidden_state.float())
 
-    def item_log_probs(self, states: torch.Tensor, candidates: torch.Tensor | None = None) -> torch.Tensor:
+    def item_log_probs(self, states: torch.Tensor, candidates: torch.Tensor | None = None,
+                       content_targets: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """Log-probability of every item's code tuple after each state ``[..., hidden]`` -> ``[..., items]``, among
-        the ``candidates`` (a mask over the items; default all); the padding item and the others get -inf."""
+        the ``candidates`` (a mask over the items; default all); the padding item and the others get -inf.
+        ``content_targets`` (rows of 2-d states, their items): those items are scored through their content-only
+        code tuples instead."""
         queries = [head(states) for head in self.heads]
-        scores = torch.cat(queries, dim=-1) @ self.item_vectors().T
+        query = torch.cat(queries, dim=-1)
+        scores = query @ self.item_vectors().T
+        if content_targets is not None:
+            rows, items = content_targets
+            scores[rows, items] = (query[rows] * self.code_vectors(self.content_codes[items])).sum(-1)
         scores[..., 0] = float("-inf")
         if candidates is not None:
             scores = scores.masked_fill(~candidates, float("-inf"))
@@ -117,7 +132,12 @@ class ItemLevelGenerator(NextItemGenerator):
         if not all_positions:  # only the prediction of each row's last item
             predicted = torch.zeros_like(predicted)
             predicted[torch.arange(len(targets), device=targets.device), window.lengths - 2] = True
-        return F.nll_loss(self.item_log_probs(states[predicted], self.loss_candidates), targets[predicted])
+        targets = targets[predicted]
+        content_targets = None
+        if self.cold_target_simulation:  # the targets seen as cold items: scored through their content-only tuples
+            rows = torch.nonzero(torch.rand(len(targets), device=targets.device) < self.cold_target_simulation)[:, 0]
+            content_targets = rows, targets[rows]
+        return F.nll_loss(self.item_log_probs(states[predicted], self.loss_candidates, content_targets), targets)
 
     def all_item_scores(self, history: ItemSequence) -> torch.Tensor:
         """Every item's exact log-probability."""

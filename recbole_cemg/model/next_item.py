@@ -43,11 +43,13 @@ class NextItemGenerator(nn.Module):
         self.decoding_stats = DecodingStats(num_beams)
         self.item_codes: torch.Tensor | None = None
         self.item_collab: torch.Tensor | None = None
+        self.content_codes: torch.Tensor | None = None
 
-    def set_items(self, item_codes: torch.Tensor, collab_embeddings: torch.Tensor) -> None:
-        """The item table changed (codes ``[items, levels]``, row 0 the padding item, and the collaborative
-        embeddings): keep what scoring every item needs."""
-        self.item_codes, self.item_collab = item_codes, collab_embeddings
+    def set_items(self, item_codes: torch.Tensor, collab_embeddings: torch.Tensor,
+                  content_codes: torch.Tensor | None = None) -> None:
+        """The item table changed (codes ``[items, levels]``, row 0 the padding item, the collaborative embeddings
+        and, for cold-target simulation, each item's content-only code tuple): keep what scoring every item needs."""
+        self.item_codes, self.item_collab, self.content_codes = item_codes, collab_embeddings, content_codes
 
     def loss(self, window: ItemSequence, all_positions: bool) -> torch.Tensor:
         """Mean negative log-likelihood of each row's last item given the items before it, or (``all_positions``)
