@@ -154,6 +154,7 @@ def test_loss_candidates_leave_never_trained_items_out_of_the_training_softmax()
     assert masked.residual_items.weight.grad[[11, 12]].abs().sum() == 0
     assert (plain.residual_items.weight.grad[[11, 12]].abs().sum(1) > 0).all()
 
+
 def test_cold_target_simulation_scores_the_chosen_targets_through_their_content_only_tuples():
     """With every target simulated, the loss is the NLL of each target's content-only tuple against every other
     item's own tuple: the target's own column is replaced, nothing else changes."""

@@ -99,8 +99,7 @@ class CEMG(SequentialRecommender):
         config = self.config
         device = self.collab_embeddings.device
         inputs = self.tokenizer_inputs().to(device)
-        simulate_cold = config["cold_simulation"] or config["cold_target_simulation"]
-        cold_view = self.tokenizer_inputs(as_cold=True).to(device) if simulate_cold else None
+        cold_view = self.tokenizer_inputs(as_cold=True).to(device) if self.content_collab is not None else None
         items = torch.arange(1, self.n_items, device=device)
         seed = torch.Generator(device=device).manual_seed(config["seed"])
         epochs = self.tokenizer.fit(inputs, items, config["tokenizer_epochs"], config["tokenizer_learning_rate"],
