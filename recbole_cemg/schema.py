@@ -139,6 +139,9 @@ def _cemg_relations(config: MutableMapping[str, Any]) -> Iterator[tuple[str, str
             yield "cold_target_simulation", ("scoring training targets through the code tuple their content alone "
                                              "gives them needs the pure item-level generator with fixed codes: "
                                              + ", ".join(missing) + "; or set cold_target_simulation: 0.")
+    if config["cold_target_levels"] > config["codebook_levels"]:
+        yield "cold_target_levels", (f"above codebook_levels ({config['codebook_levels']}): at most that many levels "
+                                     "come from the content (0: every level).")
     lora = config["lora"]
     if lora and not (isinstance(lora.get("r", 8), int) and lora.get("r", 8) > 0):
         yield "lora", "the LoRA rank `r` must be a positive integer."

@@ -155,11 +155,14 @@ def test_loss_candidates_leave_never_trained_items_out_of_the_training_softmax()
     assert (plain.residual_items.weight.grad[[11, 12]].abs().sum(1) > 0).all()
 
 
-def test_cold_target_simulation_scores_the_chosen_targets_through_their_content_only_tuples():
-    """With every target simulated, the loss is the NLL of each target's content-only tuple against every other
-    item's own tuple: the target's own column is replaced, nothing else changes."""
+@pytest.mark.parametrize("levels", [0, 1])
+def test_cold_target_simulation_scores_the_chosen_targets_through_their_content_only_tuples(levels):
+    """With every target simulated, the loss is the NLL of each target's content-only tuple (on its first
+    ``cold_target_levels`` levels, 0: all) against every other item's own tuple: the target's own column is
+    replaced, nothing else changes."""
     model = generator("items")
     model.cold_target_simulation = 1.0
+    model.cold_target_levels = levels or len(LEVELS)
     content = code_catalogue(LEVELS, N_ITEMS, seed=5)
     model.set_items(model.item_codes, model.item_collab, content)
     windows = torch.tensor([[3, 7, 2, 9], [5, 1, 0, 0]])
@@ -170,7 +173,10 @@ def test_cold_target_simulation_scores_the_chosen_targets_through_their_content_
         query = torch.cat([h(states[targets > 0]) for h in model.heads], -1)
         logits = query @ model.item_vectors().T
         rows = torch.arange(len(query))
-        logits[rows, targets[targets > 0]] = (query * model.code_vectors(content[targets[targets > 0]])).sum(-1)
+        simulated = content[targets[targets > 0]]
+        if levels:
+            simulated[:, levels:] = model.item_codes[targets[targets > 0], levels:]
+        logits[rows, targets[targets > 0]] = (query * model.code_vectors(simulated)).sum(-1)
         logits[:, 0] = float("-inf")
         expected = -torch.log_softmax(logits, -1)[rows, targets[targets > 0]].mean()
         torch.testing.assert_close(loss, expected)

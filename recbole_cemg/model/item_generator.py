@@ -19,7 +19,8 @@ ever pushed down; ``loss_candidates`` (the items the training softmax normalises
 interactions) leaves such items to be scored through the codes they share with trained items. Still, the tuples such
 items get from their content alone lie where few training targets do, so the generator ranks them below the trained
 ones as a group; ``cold_target_simulation`` scores a share of the training targets through the tuple their own content
-alone gives them (``content_codes``), so that content-only tuples are targets too.
+alone gives them (``content_codes``), so that content-only tuples are targets too; ``cold_target_levels`` limits that
+to the first levels (the code cell), the later ones staying the item's own.
 
 ``n_items`` > 0 makes it a hybrid (``residual_item_embedding``): each item's output vector also gets a projection of
 its collaborative embedding and a free vector of its own (initialised at 0), SASRec's output capacity beside the
@@ -44,13 +45,15 @@ class ItemLevelGenerator(NextItemGenerator):
                  llm_path: str | None = None, llm_config: dict[str, Any] | None = None,
                  lora: dict[str, Any] | None = None, dtype: torch.dtype = torch.float32, dropout: float = 0.1,
                  code_loss: str = "items", latent_dim: int = 0, num_beams: int = 20, n_items: int = 0,
-                 loss_candidates: torch.Tensor | None = None, cold_target_simulation: float = 0.0) -> None:
+                 loss_candidates: torch.Tensor | None = None, cold_target_simulation: float = 0.0,
+                 cold_target_levels: int = 0) -> None:
         super().__init__(num_beams)
         self.model = build_backbone(llm_path, llm_config, lora, dtype, max_positions=max_history_items + 1)
         hidden = self.model.config.hidden_size
         self.dtype = dtype
         self.code_loss = code_loss
         self.cold_target_simulation = cold_target_simulation
+        self.cold_target_levels = cold_target_levels or len(level_sizes)
         self.code_embeddings = nn.ModuleList(nn.Embedding(size, hidden) for size in level_sizes)
         self.collab_projection = nn.Linear(collab_dim, hidden)
         # joint training: the tokenizer's quantised latent is an input too, so the generator's loss reaches it
@@ -76,7 +79,8 @@ class ItemLevelGenerator(NextItemGenerator):
                    num_beams=config["num_beams"],
                    n_items=len(training_counts) if config["residual_item_embedding"] else 0,
                    loss_candidates=training_counts > 0 if config["loss_candidates"] == "trained" else None,
-                   cold_target_simulation=config["cold_target_simulation"])
+                   cold_target_simulation=config["cold_target_simulation"],
+                   cold_target_levels=config["cold_target_levels"])
 
     def code_vectors(self, codes: torch.Tensor) -> torch.Tensor:
         """The output vector ``[..., levels * hidden]`` of code tuples ``[..., levels]``: their code embeddings side
@@ -89,6 +93,12 @@ class ItemLevelGenerator(NextItemGenerator):
         if self.residual_items is not None:
             vectors = vectors + self.residual_projection(self.item_collab) + self.residual_items.weight
         return vectors
+
+    def simulated_target_codes(self, items: torch.Tensor) -> torch.Tensor:
+        """The code tuples ``[..., levels]`` that cold-target simulation scores ``items`` through: their content-only
+        codes on the first ``cold_target_levels`` levels, their own on the rest."""
+        levels = self.cold_target_levels
+        return torch.cat([self.content_codes[items, :levels], self.item_codes[items, levels:]], dim=-1)
 
     def states(self, sequence: ItemSequence) -> torch.Tensor:
         """The state after each item of the sequence, ``[batch, length, hidden]``. Causal attention never looks
@@ -107,14 +117,14 @@ class ItemLevelGenerator(NextItemGenerator):
                        content_targets: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """Log-probability of every item's code tuple after each state ``[..., hidden]`` -> ``[..., items]``, among
         the ``candidates`` (a mask over the items; default all); the padding item and the others get -inf.
-        ``content_targets`` (rows of 2-d states, their items): those items are scored through their content-only
-        code tuples instead."""
+        ``content_targets`` (rows of 2-d states, their items): those items are scored through their simulated
+        (content-only) code tuples instead."""
         queries = [head(states) for head in self.heads]
         query = torch.cat(queries, dim=-1)
         scores = query @ self.item_vectors().T
         if content_targets is not None:
             rows, items = content_targets
-            scores[rows, items] = (query[rows] * self.code_vectors(self.content_codes[items])).sum(-1)
+            scores[rows, items] = (query[rows] * self.code_vectors(self.simulated_target_codes(items))).sum(-1)
         scores[..., 0] = float("-inf")
         if candidates is not None:
             scores = scores.masked_fill(~candidates, float("-inf"))
