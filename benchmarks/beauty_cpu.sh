@@ -8,12 +8,14 @@
 #   bash benchmarks/beauty_cpu.sh cold 2020        # cold start (cold_item_ratio 0.1): SASRec trained without the
 #                                                  # held-out items, then the CEMG variants of
 #                                                  # benchmarks/configs/beauty-cold.txt reading it
+#   bash benchmarks/beauty_cpu.sh ablations 2020 popularity   # only the listed variants (names of the list)
 #
 # Expects .devrun/data/Beauty/ (Beauty.inter, Beauty.item, Beauty.text.npz, Beauty.title_categories.npz: see
 # benchmarks/README.md). Every SASRec leaves a weights-only checkpoint, $OUT/<name>.pth (about 3.5 MB): commit it, so
 # that a later session's CEMG experiments cost only the tokenizer and the generator. Finished results are skipped.
 set -uo pipefail
 PHASE=$1 SEED=$2
+ONLY=("${@:3}")   # variant names to run (default: the whole list)
 OUT=${OUT:-benchmarks/results/beauty-cpu}
 RUNS=${RUNS:-.devrun/ckpt}   # training states of interrupted runs (kept out of git)
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
@@ -53,6 +55,7 @@ variant_list() {   # file of 'name spec' lines, output folder, extra key=value f
     local file=$1 folder=$2 name spec; shift 2
     while read -r name spec; do
         [ -z "$name" ] || [ "${name:0:1}" = "#" ] && continue
+        [ ${#ONLY[@]} -eq 0 ] || [[ " ${ONLY[*]} " == *" $name "* ]] || continue
         variants "$folder/$name-$SEED" "$spec" "$@"
     done < "$file"
 }
