@@ -70,7 +70,8 @@ def single(tmp_path_factory):
 
 def test_two_processes_train_the_collaborative_model_like_one(single, tmp_path):
     folder, result, _ = single
-    two, _ = run(tmp_path, "--nproc=2", f"--port={free_port()}")
+    # the generator's epochs change nothing checked here (the next test checks them)
+    two, _ = run(tmp_path, "--nproc=2", f"--port={free_port()}", "--epochs=1")
     one_embeddings = np.load(artifact(folder, ".collab.npz"))["features"]
     two_embeddings = np.load(artifact(tmp_path, ".collab.npz"))["features"]
     assert np.abs(one_embeddings - two_embeddings).max() < 1e-4
@@ -79,9 +80,11 @@ def test_two_processes_train_the_collaborative_model_like_one(single, tmp_path):
 
 
 def test_two_processes_train_the_generator_like_one(single, tmp_path):
-    codes = f"--tokenizer_path={artifact(single[0], '.codes.json')}"
-    one, one_log = run(tmp_path / "one", codes, "--train_all_positions=False")
-    two, two_log = run(tmp_path / "two", codes, "--train_all_positions=False", "--nproc=2", f"--port={free_port()}")
+    # the same collaborative embeddings and codes for both: only the generator trains
+    stages = (f"--collab_source={artifact(single[0], '.collab.npz')}",
+              f"--tokenizer_path={artifact(single[0], '.codes.json')}", "--train_all_positions=False")
+    one, one_log = run(tmp_path / "one", *stages)
+    two, two_log = run(tmp_path / "two", *stages, "--nproc=2", f"--port={free_port()}")
     assert_weights_agree(last_weights(two["checkpoint"]), last_weights(one["checkpoint"]), atol=1e-3)
     # The first process logs the loss of its half of each batch: close to the whole batch's, not equal (the weights
     # above are the exact check; with the item-level generator the halves' losses differ by up to ~8 %).

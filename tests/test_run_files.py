@@ -20,6 +20,7 @@ import torch
 
 from recbole_cemg.checkpoints import check_origin, read_checkpoint, unique_checkpoint_path
 from recbole_cemg.errors import InputError
+from recbole_cemg.resume import interrupted_run
 from tests.conftest import ROOT
 from tests.test_user_errors import TINY, assert_user_error, run
 
@@ -86,13 +87,19 @@ def test_checkpoint_names_are_unique_per_run(cemg_run, sasrec_run, tmp_path):
 # ------------------------------------------------------------------------------------------------ --resume
 @pytest.mark.parametrize("suffix", [".codes.json", ".resume.pth", ".collab.pth", ".collab.resume.pth",
                                     ".collab.npz"])
-def test_resume_takes_only_the_runs_own_checkpoint_path(cemg_run, tmp_path, suffix):
+def test_resume_takes_only_the_runs_own_checkpoint_path(cemg_run, suffix):
+    with pytest.raises(InputError, match=f"{re.escape(suffix)}' is not a run's checkpoint path"):
+        interrupted_run(stem(cemg_run) + suffix, config=None)  # refused before the config is read
+
+
+def test_resume_from_a_runs_other_file_writes_nothing_over(cemg_run, tmp_path):
+    """Through the command: resuming from the run's resume state (the file resuming writes) stops, files intact."""
     folder = os.path.dirname(cemg_run)
     before = digests(folder)
     line = assert_user_error(run("run_cemg.py", *TINY, *fast(), f"--checkpoint_dir={tmp_path}",
-                                 f"--resume={stem(cemg_run)}{suffix}"), suffix)
+                                 f"--resume={stem(cemg_run)}.resume.pth"), ".resume.pth")
     assert "not a run's checkpoint path" in line
-    assert digests(folder) == before  # nothing written over
+    assert digests(folder) == before
 
 
 def test_resume_of_another_model_is_refused(cemg_run, tmp_path):
@@ -152,9 +159,9 @@ def test_collab_source_file_of_a_run_gives_that_runs_embeddings(cemg_run, tmp_pa
         assert torch.equal(state["collab_model.item_embedding.weight"], table)
 
 
-@pytest.mark.parametrize("key, suffix", [("collab_source", ".collab.pth"), ("collab_source", ".collab.npz"),
-                                         ("tokenizer_path", ".codes.json")])
-@pytest.mark.parametrize("change", ["other_data", "cold_items"])
+@pytest.mark.parametrize("key, suffix, change", [  # each file kind once, each kind of other data twice
+    ("collab_source", ".collab.pth", "other_data"), ("collab_source", ".collab.npz", "cold_items"),
+    ("tokenizer_path", ".codes.json", "other_data"), ("tokenizer_path", ".codes.json", "cold_items")])
 def test_files_of_other_data_are_refused(cemg_run, other_data, tmp_path, key, suffix, change):
     path = stem(cemg_run) + suffix
     data = [f"--data_path={other_data}"] if change == "other_data" else ["--cold_item_ratio=0.1"]
