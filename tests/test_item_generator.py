@@ -25,10 +25,10 @@ LLM_CONFIG = {"model_type": "llama", "hidden_size": 16, "intermediate_size": 32,
               "num_attention_heads": 2, "num_key_value_heads": 2}
 
 
-def generator(code_loss: str, seed: int = 0, n_items: int = 0) -> ItemLevelGenerator:
+def generator(code_loss: str, seed: int = 0, n_items: int = 0, **options) -> ItemLevelGenerator:
     torch.manual_seed(seed)
     model = ItemLevelGenerator(LEVELS, collab_dim=5, max_history_items=6, llm_config=dict(LLM_CONFIG), dropout=0.0,
-                               code_loss=code_loss, n_items=n_items).eval()
+                               code_loss=code_loss, n_items=n_items, **options).eval()
     model.set_items(code_catalogue(LEVELS, N_ITEMS), torch.randn(N_ITEMS + 1, 5))
     return model
 
@@ -160,9 +160,7 @@ def test_cold_target_simulation_scores_the_chosen_targets_through_their_content_
     """With every target simulated, the loss is the NLL of each target's content-only tuple (on its first
     ``cold_target_levels`` levels, 0: all) against every other item's own tuple: the target's own column is
     replaced, nothing else changes."""
-    model = generator("items")
-    model.cold_target_simulation = 1.0
-    model.cold_target_levels = levels or len(LEVELS)
+    model = generator("items", cold_target_simulation=1.0, cold_target_levels=levels)
     content = code_catalogue(LEVELS, N_ITEMS, seed=5)
     model.set_items(model.item_codes, model.item_collab, content)
     windows = torch.tensor([[3, 7, 2, 9], [5, 1, 0, 0]])
