@@ -142,6 +142,10 @@ def _cemg_relations(config: MutableMapping[str, Any]) -> Iterator[tuple[str, str
     if config["cold_target_levels"] > config["codebook_levels"]:
         yield "cold_target_levels", (f"above codebook_levels ({config['codebook_levels']}): at most that many levels "
                                      "come from the content (0: every level).")
+    if config["quantizer"] == "product" and config["rqvae_latent_dim"] % config["codebook_levels"]:
+        yield "quantizer", (f"a product quantiser cuts the latent into codebook_levels ({config['codebook_levels']}) "
+                            f"equal parts: set rqvae_latent_dim ({config['rqvae_latent_dim']}) to a multiple of it, "
+                            "or quantizer: residual.")
     lora = config["lora"]
     if lora and not (isinstance(lora.get("r", 8), int) and lora.get("r", 8) > 0):
         yield "lora", "the LoRA rank `r` must be a positive integer."

@@ -195,10 +195,10 @@ def one_thread():
         torch.set_num_threads(threads)
 
 
-def make_tokenizer(levels: int = 2, codebook_size: int = 4) -> ItemTokenizer:
+def make_tokenizer(levels: int = 2, codebook_size: int = 4, quantizer: str = "residual") -> ItemTokenizer:
     torch.manual_seed(0)
     return ItemTokenizer(["text", "image"], [12, 8], collab_dim=6, fusion_dim=16, hidden_dims=[16], latent_dim=4,
-                         levels=levels, codebook_size=codebook_size)
+                         levels=levels, codebook_size=codebook_size, quantizer=quantizer)
 
 
 @pytest.fixture(scope="module")
@@ -248,6 +248,27 @@ def test_fit_learns_cluster_prefixes_and_reduces_reconstruction(fitted):
     assert len(set(majority)) == CLUSTERS  # ... and clusters get different first codes
     untrained = make_tokenizer().encode(inputs.rows(items))["reconstruction"]
     assert encoded["reconstruction"] < 0.5 * untrained
+
+
+def test_product_tokenizer_codes_tell_the_clusters_apart():
+    """With the product quantiser no single level need hold the cluster, but the tuple does; the residual norms are
+    the latent's distance to its tuple's decoded vector."""
+    inputs, items = synthetic_items(), torch.arange(1, N_ITEMS + 1)
+    tokenizer = make_tokenizer(quantizer="product")
+    with one_thread():
+        tokenizer.fit(inputs, items, epochs=24, learning_rate=1e-2, batch_size=32, eval_step=4, stopping_step=100,
+                      show_progress=False, generator=torch.Generator().manual_seed(0))
+    encoded = tokenizer.encode(inputs.rows(items))
+    _, tuple_of = torch.unique(encoded["codes"], dim=0, return_inverse=True)
+    cluster = items % CLUSTERS
+    pure = sum(int(torch.bincount(cluster[tuple_of == t]).max()) for t in tuple_of.unique())
+    assert pure >= 0.9 * N_ITEMS  # items sharing a tuple come from one cluster
+    untrained = make_tokenizer(quantizer="product").encode(inputs.rows(items))["reconstruction"]
+    assert encoded["reconstruction"] < 0.5 * untrained
+    with torch.no_grad():
+        latent = tokenizer.rqvae.encoder(tokenizer.fuse(inputs.rows(items))[0])
+        decoded = tokenizer.rqvae.quantizer.decode(encoded["codes"])
+    torch.testing.assert_close(encoded["residual"], (latent - decoded).norm(dim=1))
 
 
 def test_deduplicate_gives_every_item_a_unique_tuple(fitted):

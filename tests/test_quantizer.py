@@ -1,4 +1,5 @@
-"""k-means, the residual quantiser (init, forward, straight-through, dead-code restart) and code-usage statistics."""
+"""k-means, the residual and product quantisers (init, forward, straight-through, dead-code restart) and code-usage
+statistics."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import math
 import pytest
 import torch
 
-from recbole_cemg.model.rqvae import ResidualQuantizer, kmeans
+from recbole_cemg.model.rqvae import ProductQuantizer, ResidualQuantizer, kmeans
 from recbole_cemg.model.tokenizer import code_usage
 
 BLOB_CENTRES = torch.tensor([[10.0, 10.0], [-10.0, 10.0], [10.0, -10.0], [-10.0, -10.0]])
@@ -171,6 +172,69 @@ def test_restart_unused_codes_uses_residuals_at_deeper_levels():
     _, codes, _ = quantizer(z)
     residual = z - quantizer.codebooks.detach()[0, codes[:, 0]]
     assert (nearest_distance(quantizer.codebooks.detach()[1, 1:], residual) < 1e-6).all()
+
+
+# ---------------------------------------------------------------------------------------------- product quantiser
+def test_product_codes_are_each_slices_nearest_code_and_the_vector_is_their_concatenation():
+    z = gaussian(200, 6, seed=7)
+    quantizer = ProductQuantizer(levels=3, codebook_size=5, dim=6)
+    quantizer.kmeans_init(z, generator=torch.Generator().manual_seed(0))
+    quantised, codes, loss = quantizer(z)
+    books = quantizer.codebooks.detach()
+    assert books.shape == (3, 5, 2) and codes.shape == (200, 3)
+    for level in range(3):
+        part = z[:, 2 * level:2 * level + 2]
+        assert torch.equal(codes[:, level], torch.cdist(part, books[level]).argmin(1))
+        assert len(torch.unique(codes[:, level])) == 5  # k-means init on that slice: every code in use
+    expected = torch.cat([books[level, codes[:, level]] for level in range(3)], dim=1)
+    torch.testing.assert_close(quantised.detach(), expected)
+    torch.testing.assert_close(quantizer.decode(codes).detach(), expected)
+    # codebook + beta * commitment, summed over the levels like the residual quantiser's
+    per_level = [(expected[:, 2 * level:2 * level + 2] - z[:, 2 * level:2 * level + 2]).pow(2).mean().item()
+                 for level in range(3)]
+    assert loss.item() == pytest.approx(1.25 * sum(per_level), rel=1e-4)
+
+
+def test_product_levels_code_independent_parts():
+    """Two slices that cluster independently: each level recovers its own slice's clusters and ignores the other."""
+    first, second = blobs(seed=1), blobs(seed=2)[torch.randperm(200, generator=torch.Generator().manual_seed(3))]
+    z = torch.cat([first, second], dim=1)
+    quantizer = ProductQuantizer(levels=2, codebook_size=4, dim=4)
+    quantizer.kmeans_init(z, generator=torch.Generator().manual_seed(0))
+    _, codes, _ = quantizer(z)
+    for level, part in enumerate((first, second)):
+        blob = torch.cdist(part, BLOB_CENTRES).argmin(1)
+        pairs = torch.unique(torch.stack([codes[:, level], blob], dim=1), dim=0)
+        assert len(pairs) == 4  # one code per blob of this slice, whatever the other slice does
+
+
+def test_product_straight_through_and_restart_per_slice():
+    z = gaussian(60, 4, seed=8).requires_grad_(True)
+    quantizer = ProductQuantizer(levels=2, codebook_size=6, dim=4)
+    with torch.no_grad():
+        quantizer.codebooks.fill_(1000.0)
+        quantizer.codebooks[:, 0] = 0.0
+    weights = gaussian(60, 4, seed=9)
+    (quantizer(z)[0] * weights).sum().backward()
+    torch.testing.assert_close(z.grad, weights)
+    assert quantizer.restart_unused_codes(z.detach(), generator=torch.Generator().manual_seed(0)) == 10
+    for level in range(2):  # the revived codes sit on that level's slice of data points
+        part = z.detach()[:, 2 * level:2 * level + 2]
+        assert (nearest_distance(quantizer.codebooks.detach()[level, 1:], part) == 0).all()
+    assert [len(torch.unique(c)) for c in quantizer(z.detach())[1].T] == [6, 6]
+
+
+def test_product_quantiser_needs_equal_parts():
+    with pytest.raises(ValueError, match="multiple of the levels"):
+        ProductQuantizer(levels=3, codebook_size=4, dim=4)
+
+
+def test_residual_decode_is_the_forward_value():
+    z = gaussian(50, 3, seed=10)
+    quantizer = ResidualQuantizer(levels=3, codebook_size=4, dim=3)
+    quantizer.kmeans_init(z, generator=torch.Generator().manual_seed(0))
+    quantised, codes, _ = quantizer(z)
+    torch.testing.assert_close(quantizer.decode(codes).detach(), quantised.detach(), atol=1e-6, rtol=1e-6)
 
 
 # -------------------------------------------------------------------------------------------------- code usage

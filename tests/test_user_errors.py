@@ -236,6 +236,8 @@ def test_each_violation_names_the_key_and_what_is_expected(key, value, expected)
     ({"cold_target_simulation": 0.2, "modalities": [], "joint_weight": 0.1}, "cold_target_simulation",
      "list content modalities, set joint_weight: 0;"),
     ({"cold_target_levels": 4, "codebook_levels": 3}, "cold_target_levels", "above codebook_levels (3)"),
+    ({"quantizer": "product", "codebook_levels": 3, "rqvae_latent_dim": 32}, "quantizer",
+     "set rqvae_latent_dim (32) to a multiple of it"),
 ])
 def test_settings_that_do_not_fit_together_name_the_key(settings, key, expected):
     with pytest.raises(InputError, match=f"config `{key}` = .*{re.escape(expected)}"):

@@ -54,7 +54,7 @@ class CEMG(SequentialRecommender):
             names, dims, collab_dim, config["fusion_dim"], list(config["rqvae_hidden_dims"]),
             config["rqvae_latent_dim"], config["codebook_levels"], config["codebook_size"], config["fusion"],
             config["fusion_guidance"], config["rqvae_beta"], config["align_weight"], config["align_temperature"],
-            config["rqvae_dropout"], config["fusion_popularity"])
+            config["rqvae_dropout"], config["fusion_popularity"], config["quantizer"])
         self.joint_weight = float(config["joint_weight"])
         self.training_counts = training_item_counts(dataset)  # the counts of the popularity buckets
         self.warm_items = self.training_counts > 0

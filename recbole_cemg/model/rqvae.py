@@ -1,4 +1,9 @@
-"""Residual-quantised VAE: an MLP encoder, L residual codebooks of K codes, an MLP decoder.
+"""Residual-quantised VAE: an MLP encoder, L codebooks of K codes, an MLP decoder.
+
+Two quantisers share one interface (``quantizer``): ``residual`` (the RQ-VAE of TIGER: each level codes what the
+levels before it left over, so the first codes are coarse semantic clusters and the later ones ever finer residuals)
+and ``product`` (RPG's digits: the latent is cut into L equal parts, each coded by its own codebook, so every code
+carries the same share of the item; the encoder, trained through it, learns the rotation OPQ would fit apart).
 
 Recipe that avoids codebook collapse (TIGER / LC-Rec / LETTER): k-means initialisation of every codebook on the
 encoder's latents of all items (``ResidualQuantizer.kmeans_init``, called by the tokenizer before training),
@@ -36,6 +41,20 @@ def kmeans(x: torch.Tensor, k: int, iterations: int = 20, generator: torch.Gener
     return centroids
 
 
+@torch.no_grad()
+def restart_unused(codebook: torch.Tensor, points: torch.Tensor,
+                   generator: torch.Generator | None = None) -> tuple[torch.Tensor, int]:
+    """Move the codes of ``codebook`` that no point chooses onto random points (in place); returns every point's
+    nearest code afterwards and how many codes moved."""
+    index = torch.cdist(points, codebook).argmin(dim=1)
+    unused = torch.bincount(index, minlength=len(codebook)) == 0
+    if not unused.any():
+        return index, 0
+    picks = torch.randint(len(points), (int(unused.sum()),), generator=generator, device=points.device)
+    codebook[unused] = points[picks]
+    return torch.cdist(points, codebook).argmin(dim=1), int(unused.sum())
+
+
 class ResidualQuantizer(nn.Module):
     """Quantise a vector as a sum of one code vector per level, each level coding the previous residual."""
 
@@ -58,15 +77,14 @@ class ResidualQuantizer(nn.Module):
         residual, moved = z, 0
         for level in range(self.levels):
             codebook = self.codebooks.data[level]
-            index = torch.cdist(residual, codebook).argmin(dim=1)
-            unused = torch.bincount(index, minlength=self.codebook_size) == 0
-            if unused.any():
-                picks = torch.randint(len(residual), (int(unused.sum()),), generator=generator, device=z.device)
-                codebook[unused] = residual[picks]
-                moved += int(unused.sum())
-                index = torch.cdist(residual, codebook).argmin(dim=1)
+            index, restarted = restart_unused(codebook, residual, generator)
+            moved += restarted
             residual = residual - codebook[index]
         return moved
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """The quantised vectors ``[batch, dim]`` of code tuples ``[batch, levels]``: the sum of their codes."""
+        return self.codebooks[torch.arange(self.levels, device=codes.device), codes].sum(1)
 
     def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Return the straight-through quantised vector, the codes ``[batch, levels]`` and the quantisation loss."""
@@ -83,6 +101,49 @@ class ResidualQuantizer(nn.Module):
         return straight_through, torch.stack(codes, dim=1), loss
 
 
+class ProductQuantizer(nn.Module):
+    """Quantise a vector part by part: level ``l`` codes the ``l``-th of L equal slices of it."""
+
+    def __init__(self, levels: int, codebook_size: int, dim: int, beta: float = 0.25) -> None:
+        super().__init__()
+        if dim % levels:
+            raise ValueError(f"a product quantiser cuts the latent into equal parts: its width ({dim}) must be a "
+                             f"multiple of the levels ({levels}).")
+        self.levels, self.codebook_size, self.beta = levels, codebook_size, beta
+        self.codebooks = nn.Parameter(torch.randn(levels, codebook_size, dim // levels) * 0.01)
+
+    def parts(self, z: torch.Tensor) -> torch.Tensor:
+        """``[batch, dim]`` -> ``[levels, batch, dim / levels]``."""
+        return z.view(len(z), self.levels, -1).transpose(0, 1)
+
+    @torch.no_grad()
+    def kmeans_init(self, z: torch.Tensor, generator: torch.Generator | None = None) -> None:
+        for level, part in enumerate(self.parts(z)):
+            self.codebooks.data[level] = kmeans(part, self.codebook_size, generator=generator)
+
+    @torch.no_grad()
+    def restart_unused_codes(self, z: torch.Tensor, generator: torch.Generator | None = None) -> int:
+        """Move every code that no vector of ``z`` uses onto a random vector's part at its level."""
+        return sum(restart_unused(self.codebooks.data[level], part, generator)[1]
+                   for level, part in enumerate(self.parts(z)))
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """The quantised vectors ``[batch, dim]`` of code tuples ``[batch, levels]``: their codes side by side."""
+        return self.codebooks[torch.arange(self.levels, device=codes.device), codes].flatten(1)
+
+    def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Return the straight-through quantised vector, the codes ``[batch, levels]`` and the quantisation loss
+        (summed over the levels, as the residual quantiser's)."""
+        parts = self.parts(z)
+        codes = torch.cdist(parts.detach(), self.codebooks.detach()).argmin(dim=-1).T  # [batch, levels]
+        quantised = self.decode(codes)
+        loss = self.levels * (F.mse_loss(quantised, z.detach()) + self.beta * F.mse_loss(z, quantised.detach()))
+        return z + (quantised - z).detach(), codes, loss
+
+
+QUANTIZERS = {"residual": ResidualQuantizer, "product": ProductQuantizer}
+
+
 def mlp(sizes: list[int], dropout: float = 0.0) -> nn.Sequential:
     layers: list[nn.Module] = []
     for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
@@ -93,13 +154,13 @@ def mlp(sizes: list[int], dropout: float = 0.0) -> nn.Sequential:
 
 
 class RQVAE(nn.Module):
-    """Encoder -> residual quantiser -> decoder; the decoder's output is read by the tokenizer's reconstruction heads."""
+    """Encoder -> quantiser -> decoder; the decoder's output is read by the tokenizer's reconstruction heads."""
 
     def __init__(self, input_dim: int, hidden_dims: list[int], latent_dim: int, levels: int, codebook_size: int,
-                 beta: float = 0.25, dropout: float = 0.0) -> None:
+                 beta: float = 0.25, dropout: float = 0.0, quantizer: str = "residual") -> None:
         super().__init__()
         self.encoder = mlp([input_dim, *hidden_dims, latent_dim], dropout)
-        self.quantizer = ResidualQuantizer(levels, codebook_size, latent_dim, beta)
+        self.quantizer = QUANTIZERS[quantizer](levels, codebook_size, latent_dim, beta)
         self.decoder = mlp([latent_dim, *reversed(hidden_dims), input_dim], dropout)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:

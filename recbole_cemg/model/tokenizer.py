@@ -5,7 +5,7 @@ Training signal (one loss, minimised jointly by the fusion layer and the RQ-VAE)
 
 * reconstruction of every available modality of the item (unit-normalised, squared error summed over dimensions,
   missing modalities masked), so the codes must carry what each modality says about the item;
-* codebook + 0.25 x commitment loss of the residual quantiser;
+* codebook + 0.25 x commitment loss of the quantiser (residual, or product: ``rqvae.py``);
 * collaborative alignment (LETTER): in-batch InfoNCE between the quantised latent and the item's collaborative
   embedding, so items that are co-consumed share code prefixes.
 
@@ -80,12 +80,13 @@ class ItemTokenizer(nn.Module):
     def __init__(self, modality_names: list[str], modality_dims: list[int], collab_dim: int, fusion_dim: int,
                  hidden_dims: list[int], latent_dim: int, levels: int, codebook_size: int, fusion: str = "guided",
                  guidance: bool = True, beta: float = 0.25, align_weight: float = 0.1,
-                 align_temperature: float = 0.1, dropout: float = 0.0, popularity: bool = False) -> None:
+                 align_temperature: float = 0.1, dropout: float = 0.0, popularity: bool = False,
+                 quantizer: str = "residual") -> None:
         super().__init__()
         self.modality_names = modality_names
         self.align_weight, self.align_temperature = align_weight, align_temperature
         self.fusion = CollaborativeGuidedFusion(modality_dims, collab_dim, fusion_dim, fusion, guidance, popularity)
-        self.rqvae = RQVAE(fusion_dim, hidden_dims, latent_dim, levels, codebook_size, beta, dropout)
+        self.rqvae = RQVAE(fusion_dim, hidden_dims, latent_dim, levels, codebook_size, beta, dropout, quantizer)
         self.heads = nn.ModuleList(nn.Linear(fusion_dim, d) for d in modality_dims)
         self.align = nn.Linear(latent_dim, collab_dim)
 
@@ -119,8 +120,7 @@ class ItemTokenizer(nn.Module):
         for start in range(0, n, batch_size):
             index = torch.arange(start, min(start + batch_size, n), device=inputs.collab.device)
             out = self.forward(inputs.rows(index))
-            levels = torch.arange(out["codes"].shape[1], device=index.device)
-            quantised = self.rqvae.quantizer.codebooks[levels, out["codes"]].sum(1)
+            quantised = self.rqvae.quantizer.decode(out["codes"])
             codes.append(out["codes"])
             residual.append((out["latent"] - quantised).norm(dim=1))
             weights.append(out["weights"])
