@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+from torch import nn
 
 from recbole_cemg.model.rqvae import ProductQuantizer, ResidualQuantizer, kmeans
 from recbole_cemg.model.tokenizer import code_usage
@@ -132,8 +133,9 @@ def test_straight_through_gradient_reaches_the_input():
 
 
 # ---------------------------------------------------------------------------------------------- dead-code restart
-def collapsed_quantizer(z: torch.Tensor, codebook_size: int, levels: int = 1) -> ResidualQuantizer:
-    quantizer = ResidualQuantizer(levels=levels, codebook_size=codebook_size, dim=z.shape[1])
+def collapsed_quantizer(z: torch.Tensor, codebook_size: int, levels: int = 1,
+                        kind: type[nn.Module] = ResidualQuantizer) -> nn.Module:
+    quantizer = kind(levels=levels, codebook_size=codebook_size, dim=z.shape[1])
     with torch.no_grad():
         quantizer.codebooks.fill_(1000.0)  # far from every point
         quantizer.codebooks[:, 0] = 0.0  # one live code per level, at the data's centre
@@ -210,10 +212,7 @@ def test_product_levels_code_independent_parts():
 
 def test_product_straight_through_and_restart_per_slice():
     z = gaussian(60, 4, seed=8).requires_grad_(True)
-    quantizer = ProductQuantizer(levels=2, codebook_size=6, dim=4)
-    with torch.no_grad():
-        quantizer.codebooks.fill_(1000.0)
-        quantizer.codebooks[:, 0] = 0.0
+    quantizer = collapsed_quantizer(z, codebook_size=6, levels=2, kind=ProductQuantizer)
     weights = gaussian(60, 4, seed=9)
     (quantizer(z)[0] * weights).sum().backward()
     torch.testing.assert_close(z.grad, weights)
