@@ -9,6 +9,8 @@
 #                                                  # held-out items, then the CEMG variants of
 #                                                  # benchmarks/configs/beauty-cold.txt reading it
 #   bash benchmarks/beauty_cpu.sh ablations 2020 popularity   # only the listed variants (names of the list)
+#   bash benchmarks/beauty_cpu.sh park sasrec-2021  # before a session ends: copy that unfinished SASRec's state to
+#                                                   # $OUT/unfinished/ and commit it; the next session's call continues it
 #
 # Expects .devrun/data/Beauty/ (Beauty.inter, Beauty.item, Beauty.text.npz, Beauty.title_categories.npz: see
 # benchmarks/README.md). Every SASRec leaves a weights-only checkpoint, $OUT/<name>.pth (about 3.5 MB): commit it, so
@@ -18,6 +20,7 @@ PHASE=$1 SEED=$2
 ONLY=("${@:3}")   # variant names to run (default: the whole list)
 OUT=${OUT:-benchmarks/results/beauty-cpu}
 RUNS=${RUNS:-.devrun/ckpt}   # training states of interrupted runs (kept out of git)
+PARKED=$OUT/unfinished       # the same, committed by `park`: a session's work tree does not outlive it
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
 COMMON=(--dataset=Beauty --data_path=.devrun/data --feature_path=.devrun/data/Beauty --show_progress=False
         --eval_batch_size=1024 --seed="$SEED")
@@ -31,11 +34,22 @@ sasrec() {   # name, extra --key=value: trains (or resumes) one SASRec and expor
     flock -n "$lock" || { echo "$name is training in another process ($RUNS/$name.lock): wait for it" >&2; return 1; }
     local state resume=()
     state=$(ls "$RUNS/$name"/SASRec-*.resume.pth 2>/dev/null | head -1)
+    if [ -z "$state" ] && [ -d "$PARKED/$name" ]; then   # a run an earlier session parked
+        mkdir -p "$RUNS/$name" && cp "$PARKED/$name"/* "$RUNS/$name"/
+        state=$(ls "$RUNS/$name"/SASRec-*.resume.pth | head -1)
+    fi
     [ -n "$state" ] && resume=(--resume="${state%.resume.pth}.pth")
     python run_cemg.py --model=SASRec "${COMMON[@]}" "$@" --checkpoint_dir="$RUNS/$name" "${resume[@]}" \
         --result_file="$OUT/$name.json" >> "$OUT/logs/$name.log" 2>&1 || return 1
     python benchmarks/weights_only.py "$(ls "$RUNS/$name"/SASRec-*.pth | grep -v '\.resume\.pth$' | head -1)" \
-        "$OUT/$name.pth"
+        "$OUT/$name.pth" && rm -rf "${PARKED:?}/$name"
+}
+
+park() {   # name: the state of an unfinished run (resume state + best checkpoint so far) into $PARKED/<name>/
+    local name=$1
+    [ -n "$(ls "$RUNS/$name"/*.resume.pth 2>/dev/null)" ] || { echo "no unfinished run $RUNS/$name" >&2; return 1; }
+    mkdir -p "$PARKED/$name" && cp "$RUNS/$name"/*.pth "$PARKED/$name"/
+    echo "parked in $PARKED/$name: commit it; \`$0 sasrec <seed>\` (or cold) continues it"
 }
 
 variants() {   # output prefix, models (comparison syntax), extra key=value for every model
@@ -61,6 +75,7 @@ variant_list() {   # file of 'name spec' lines, output folder, extra key=value f
 }
 
 case $PHASE in
+    park) park "$SEED" ;;   # here the second argument is a run name (sasrec-<seed>, cold-sasrec-<seed>)
     sasrec) sasrec "sasrec-$SEED" ;;
     ablations)
         sasrec "sasrec-$SEED" || exit 1
@@ -69,5 +84,5 @@ case $PHASE in
         sasrec "cold-sasrec-$SEED" --cold_item_ratio=0.1 || exit 1
         variant_list benchmarks/configs/beauty-cold.txt "$OUT/cold" cold_item_ratio=0.1 \
             collab_source="$OUT/cold-sasrec-$SEED.pth" ;;
-    *) echo "usage: $0 sasrec|ablations|cold <seed>" >&2; exit 2 ;;
+    *) echo "usage: $0 sasrec|ablations|cold <seed> | park <run name>" >&2; exit 2 ;;
 esac

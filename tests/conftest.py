@@ -8,7 +8,10 @@ from contextlib import contextmanager
 from types import ModuleType
 
 import pytest
-import torch
+
+if os.environ.get("PYTEST_XDIST_WORKER"):  # one of the suite's 2 workers: one core each, and so the runs they start
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+import torch  # noqa: E402  (after the thread count, which torch reads when it loads)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
