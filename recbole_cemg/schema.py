@@ -177,13 +177,16 @@ def _cemg_relations(config: MutableMapping[str, Any]) -> Iterator[tuple[str, str
     if config["train_all_positions"] and config["train_stride"] > config["MAX_ITEM_LIST_LENGTH"]:
         yield "train_stride", (f"above MAX_ITEM_LIST_LENGTH ({config['MAX_ITEM_LIST_LENGTH']}): the windows would "
                                "leave some training targets out. Use a stride of at most MAX_ITEM_LIST_LENGTH.")
-    if any(config["score_fusion_weights"]):
+    reads_collab_model = (("score_fusion_weights", "score fusion", any(config["score_fusion_weights"])),
+                          ("distill_weight", "distillation", bool(config["distill_weight"])))
+    for key, what, used in reads_collab_model:
+        if not used:
+            continue
         if config["generator_input"] != "items":
-            yield "score_fusion_weights", ("score fusion needs the item-level generator (generator_input: items), "
-                                           "which scores every item.")
+            yield key, f"{what} needs the item-level generator (generator_input: items), which scores every item."
         if config["collab_source"].endswith(".npz"):
-            yield "score_fusion_weights", ("score fusion needs the collaborative model itself: a RecBole model name "
-                                           "or checkpoint (.pth) as `collab_source`, not a feature file.")
+            yield key, (f"{what} needs the collaborative model itself: a RecBole model name or checkpoint (.pth) as "
+                        "`collab_source`, not a feature file.")
 
 
 RELATIONS = {"CEMG": _cemg_relations}

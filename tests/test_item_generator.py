@@ -11,6 +11,7 @@ import sys
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from recbole_cemg.compare import fusion_row, load_runs, summarise, write_outputs
 from recbole_cemg.evaluation import store_user_results
@@ -182,6 +183,66 @@ def test_cold_target_simulation_scores_the_chosen_targets_through_their_content_
         assert not torch.isclose(model.loss(sequence(model, windows), all_positions=True), loss)
 
 
+def shifted_teacher(shift: int, calls: list | None = None):
+    """A teacher sure that the item ``shift`` after the history's last one comes next; ``calls`` records what it
+    was given."""
+    def teacher(items: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        if calls is not None:
+            calls.append((items.clone(), lengths.clone()))
+        last = items[torch.arange(len(items)), lengths - 1]
+        return torch.log_softmax(8.0 * F.one_hot((last + shift).clamp(max=N_ITEMS), N_ITEMS + 1).float()
+                                 .masked_fill(torch.arange(N_ITEMS + 1) == 0, float("-inf")), -1)
+    return teacher
+
+
+def test_distillation_mixes_the_nll_with_the_cross_entropy_to_the_teacher_of_each_prefix():
+    """``(1 - w) NLL + w H(teacher, generator)`` over the same predicted positions; the teacher is asked about each
+    prefix (the first ``length`` items of its row), and a generator that does not distil never asks it."""
+    model = generator("items", distill_weight=0.3)
+    windows = torch.tensor([[3, 7, 2, 9], [5, 1, 0, 0], [4, 8, 6, 0]])
+    calls: list = []
+    teacher = shifted_teacher(2, calls)
+    with torch.no_grad():
+        loss = model.loss(sequence(model, windows), all_positions=True, teacher=teacher)
+        nll, cross_entropy, prefixes = [], [], []
+        for window in windows.tolist():
+            real = [item for item in window if item]
+            for end in range(1, len(real)):
+                prefix = torch.tensor([real[:end]])
+                log_probs = model.all_item_scores(sequence(model, prefix))[0]
+                soft = teacher(prefix, torch.tensor([end]))[0].exp()
+                nll.append(-log_probs[real[end]])
+                cross_entropy.append(-(soft[1:] * log_probs[1:]).sum())
+                prefixes.append(real[:end])
+    expected = 0.7 * torch.stack(nll).mean() + 0.3 * torch.stack(cross_entropy).mean()
+    torch.testing.assert_close(loss, expected)
+    items, lengths = calls[0]
+    assert [row[:n] for row, n in zip(items.tolist(), lengths.tolist())] == prefixes
+    model.distill_weight = 0.0
+    calls.clear()
+    with torch.no_grad():
+        torch.testing.assert_close(model.loss(sequence(model, windows), all_positions=True, teacher=teacher),
+                                   torch.stack(nll).mean())
+    assert not calls
+
+
+def test_distillation_teaches_the_ranking_the_targets_do_not_show():
+    """Targets follow item i -> i + 1 while the teacher is sure of i + 2: the generator trained on the teacher alone
+    ranks i + 2 first, and the ranking is still the code tuples' log-probabilities (no teacher at scoring)."""
+    model = generator("items", seed=1, distill_weight=1.0).train()
+    windows = torch.arange(1, N_ITEMS - 6).unsqueeze(1) + torch.arange(6).unsqueeze(0)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    for _ in range(150):
+        loss = model.loss(sequence(model, windows), all_positions=True, teacher=shifted_teacher(2))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.eval()
+    with torch.no_grad():
+        top = model.all_item_scores(sequence(model, windows[:, :-1])).argmax(1)
+    assert (top == windows[:, -1] + 1).float().mean() >= 0.9
+
+
 def cold_catalogue() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Warm items 1-16 (first code 0-2) and cold items 17-20 (first code 3, as their content alone places them);
     the warm items' content alone would place them at first code 3 too. Returns codes, content codes, candidates."""
@@ -222,9 +283,10 @@ def test_cold_target_simulation_gives_never_trained_items_probability_without_re
 # ------------------------------------------------------------------------------------------ inside CEMG
 @pytest.fixture(scope="module")
 def fused_run(tmp_path_factory):
-    """One tiny run with score fusion and joint training on."""
+    """One tiny run with score fusion, joint training and distillation from the collaborative model on."""
     folder = tmp_path_factory.mktemp("fusion")
-    config = {"checkpoint_dir": str(folder), "score_fusion_weights": [0, 0.5, 2], "joint_weight": 0.1, "epochs": 8}
+    config = {"checkpoint_dir": str(folder), "score_fusion_weights": [0, 0.5, 2], "joint_weight": 0.1, "epochs": 8,
+              "distill_weight": 0.5}
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(ROOT)
         mp.setattr(sys, "argv", ["pytest"])  # RecBole's Config reads --key=value from the command line

@@ -365,6 +365,23 @@ def test_all_positions_loss_is_the_mean_of_every_prefix_loss(cemg):
     torch.testing.assert_close(loss, torch.stack(per_prefix).mean(), rtol=1e-4, atol=1e-5)
 
 
+def test_the_teacher_is_the_collaborative_model_on_the_history_alone(cemg):
+    """Distillation's teacher: the stage-1 model's own full_sort_predict (as log-probabilities over the real items)
+    on each history, blind to whatever follows the history in its row, and without dropout while CEMG trains."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setitem(cemg["config"].final_config_dict, "distill_weight", 0.5)
+        model = fresh_model(cemg).train()
+    teacher = model.collab_model
+    assert teacher is not None and not teacher.training
+    batch = next(iter(cemg["train_data"]))  # RecBole's training rows: history -> next item
+    items, lengths = batch[model.ITEM_SEQ], batch[model.ITEM_SEQ_LEN]
+    scores = teacher.full_sort_predict(batch)
+    scores[:, 0] = float("-inf")
+    after_history = torch.arange(items.shape[1]) >= lengths.unsqueeze(1)
+    filled = items.masked_scatter(after_history, torch.randint(1, model.n_items, (int(after_history.sum()),)))
+    torch.testing.assert_close(model.teacher_log_probs(filled, lengths), torch.log_softmax(scores, -1))
+
+
 def test_joint_training_recodes_to_unique_codes_that_checkpoint_and_resume_keep(cemg_joint):
     model, trainer = cemg_joint["model"], cemg_joint["trainer"]
     with open(os.path.splitext(trainer.saved_model_file)[0] + ".codes.json", encoding="utf-8") as f:

@@ -218,6 +218,7 @@ def test_a_good_config_passes_and_yaml_strings_become_dicts(tiny_run_config, mon
     ("topk", [5, 0], "expected an integer or a list of integers >= 1"),
     ("num_beams", 5, "must be at least the largest topk (10)"),
     ("lora", {"r": 8}, "LoRA needs a pretrained model in `llm_path`"),
+    ("distill_weight", 1.5, "expected a number >= 0 and <= 1"),
 ])
 def test_each_violation_names_the_key_and_what_is_expected(key, value, expected):
     config = dict(defaults(), **{key: value})
@@ -238,6 +239,10 @@ def test_each_violation_names_the_key_and_what_is_expected(key, value, expected)
     ({"cold_target_levels": 4, "codebook_levels": 3}, "cold_target_levels", "above codebook_levels (3)"),
     ({"quantizer": "product", "codebook_levels": 3, "rqvae_latent_dim": 32}, "quantizer",
      "set rqvae_latent_dim (32) to a multiple of it"),
+    ({"distill_weight": 0.5, "generator_input": "tokens"}, "distill_weight",
+     "distillation needs the item-level generator (generator_input: items)"),
+    ({"distill_weight": 0.5, "collab_source": "sasrec.collab.npz"}, "distill_weight",
+     "distillation needs the collaborative model itself"),
 ])
 def test_settings_that_do_not_fit_together_name_the_key(settings, key, expected):
     with pytest.raises(InputError, match=f"config `{key}` = .*{re.escape(expected)}"):

@@ -15,6 +15,7 @@ import json
 from dataclasses import asdict
 
 import torch
+from recbole.data.interaction import Interaction
 from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType
 
@@ -60,9 +61,11 @@ class CEMG(SequentialRecommender):
         self.warm_items = self.training_counts > 0
         self.generator = GENERATORS[config["generator_input"]].from_config(config, self.level_sizes, collab_dim,
                                                                            self.training_counts)
-        # Score fusion: the stage-1 model, whose next-item log-probability is added to CEMG's with a weight chosen
-        # on the validation split (CEMGTrainer.score_fusion); CEMG's own ranking stays the pure generative one.
-        self.collab_model = build_collaborative_model(config, dataset) if any(config["score_fusion_weights"]) else None
+        # The stage-1 model itself, kept for score fusion (its next-item log-probability added to CEMG's with a
+        # weight chosen on the validation split, CEMGTrainer.score_fusion) and as the teacher of distillation
+        # (distill_weight); CEMG's own ranking stays the pure generative one. Fixed: always in eval mode.
+        needed = any(config["score_fusion_weights"]) or config["distill_weight"]
+        self.collab_model = build_collaborative_model(config, dataset) if needed else None
 
         self.register_buffer("collab_embeddings", torch.zeros(self.n_items, collab_dim))
         self.register_buffer("item_codes", torch.zeros(self.n_items, len(self.level_sizes), dtype=torch.long))
@@ -203,6 +206,25 @@ class CEMG(SequentialRecommender):
     def history(self, interaction) -> ItemSequence:
         return self.sequence(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])[0]
 
+    def train(self, mode: bool = True) -> CEMG:
+        super().train(mode)
+        if self.collab_model is not None:  # a fixed model: no dropout when it teaches or fuses
+            self.collab_model.eval()
+        return self
+
+    @torch.no_grad()
+    def teacher_log_probs(self, items: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """The collaborative model's log-probability of every item following each history (the first ``lengths[n]``
+        items of row n): RecBole's own ``full_sort_predict`` on the history alone, one call per history length, so
+        any RecBole sequential model can teach and none sees what follows the history."""
+        logits = torch.empty(len(items), self.n_items, device=items.device)
+        for length in torch.unique(lengths).tolist():
+            rows = torch.nonzero(lengths == length)[:, 0]
+            history = Interaction({self.ITEM_SEQ: items[rows, :length], self.ITEM_SEQ_LEN: lengths[rows]})
+            logits[rows] = self.collab_model.full_sort_predict(history).float()[:, : self.n_items]
+        logits[:, 0] = float("-inf")
+        return torch.log_softmax(logits, dim=-1)
+
     def calculate_loss(self, interaction) -> torch.Tensor:
         """Next-item loss on the window ``history + target``: at its last position, or with ``train_all_positions``
         at every position (SASRec-style: one pass trains every prefix)."""
@@ -210,7 +232,9 @@ class CEMG(SequentialRecommender):
         window = torch.cat([history, torch.zeros_like(history[:, :1])], dim=1)
         window[torch.arange(len(lengths), device=lengths.device), lengths] = interaction[self.POS_ITEM_ID]
         sequence, tokenizer_loss = self.sequence(window, lengths + 1)
-        return self.generator.loss(sequence, self.config["train_all_positions"]) + self.joint_weight * tokenizer_loss
+        teacher = self.teacher_log_probs if self.config["distill_weight"] else None
+        return (self.generator.loss(sequence, self.config["train_all_positions"], teacher)
+                + self.joint_weight * tokenizer_loss)
 
     def predict(self, interaction) -> torch.Tensor:
         return self.generator.item_scores(self.history(interaction), interaction[self.ITEM_ID])

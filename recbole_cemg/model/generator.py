@@ -27,7 +27,7 @@ from torch import nn
 
 from recbole_cemg.errors import InputError, MissingFileError
 from recbole_cemg.model.decoding import CodeTrie, constrained_beam_search
-from recbole_cemg.model.next_item import ItemSequence, NextItemGenerator
+from recbole_cemg.model.next_item import ItemSequence, NextItemGenerator, Teacher
 
 PAD, BOS = 0, 1
 SCRATCH_SPECIAL_TOKENS = 2
@@ -82,8 +82,11 @@ class CodeGenerator(NextItemGenerator):
         self.trie = CodeTrie(item_codes.cpu(), items, self.level_sizes).to(item_codes.device)
 
     # ----------------------------------------------------------------------------------------------- contract
-    def loss(self, window: ItemSequence, all_positions: bool) -> torch.Tensor:
-        """Cross-entropy of the code tokens: of the last item only, or of every item after the first."""
+    def loss(self, window: ItemSequence, all_positions: bool, teacher: Teacher | None = None) -> torch.Tensor:
+        """Cross-entropy of the code tokens: of the last item only, or of every item after the first. No
+        distillation (the schema refuses ``distill_weight`` here): ``teacher`` must be None."""
+        if teacher is not None:
+            raise NotImplementedError("distillation needs the item-level generator (generator_input: items)")
         tokens = self.code_tokens(window.codes)
         if all_positions:
             return self.sequence_loss(tokens, window.lengths)

@@ -22,6 +22,11 @@ ones as a group; ``cold_target_simulation`` scores a share of the training targe
 alone gives them (``content_codes``), so that content-only tuples are targets too; ``cold_target_levels`` limits that
 to the first levels (the code cell), the later ones staying the item's own.
 
+``distill_weight`` > 0 mixes each position's negative log-likelihood with the cross-entropy to a teacher's
+distribution of the same next item (CEMG's collaborative model): the teacher spreads each target over the items it
+finds plausible, rare ones included, whose codes then get trained although they are seldom targets. Only training
+reads the teacher; the ranking stays the code tuples' log-probabilities.
+
 ``n_items`` > 0 makes it a hybrid (``residual_item_embedding``): each item's output vector also gets a projection of
 its collaborative embedding and a free vector of its own (initialised at 0), SASRec's output capacity beside the
 codes; items are then ranked by more than their code tuple.
@@ -37,7 +42,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from recbole_cemg.model.generator import build_backbone, generator_dtype
-from recbole_cemg.model.next_item import ItemSequence, NextItemGenerator
+from recbole_cemg.model.next_item import ItemSequence, NextItemGenerator, Teacher
 
 
 class ItemLevelGenerator(NextItemGenerator):
@@ -46,7 +51,7 @@ class ItemLevelGenerator(NextItemGenerator):
                  lora: dict[str, Any] | None = None, dtype: torch.dtype = torch.float32, dropout: float = 0.1,
                  code_loss: str = "items", latent_dim: int = 0, num_beams: int = 20, n_items: int = 0,
                  loss_candidates: torch.Tensor | None = None, cold_target_simulation: float = 0.0,
-                 cold_target_levels: int = 0) -> None:
+                 cold_target_levels: int = 0, distill_weight: float = 0.0) -> None:
         super().__init__(num_beams)
         self.model = build_backbone(llm_path, llm_config, lora, dtype, max_positions=max_history_items + 1)
         hidden = self.model.config.hidden_size
@@ -54,6 +59,7 @@ class ItemLevelGenerator(NextItemGenerator):
         self.code_loss = code_loss
         self.cold_target_simulation = cold_target_simulation
         self.cold_target_levels = cold_target_levels or len(level_sizes)
+        self.distill_weight = distill_weight
         self.code_embeddings = nn.ModuleList(nn.Embedding(size, hidden) for size in level_sizes)
         self.collab_projection = nn.Linear(collab_dim, hidden)
         # joint training: the tokenizer's quantised latent is an input too, so the generator's loss reaches it
@@ -80,7 +86,7 @@ class ItemLevelGenerator(NextItemGenerator):
                    n_items=len(training_counts) if config["residual_item_embedding"] else 0,
                    loss_candidates=training_counts > 0 if config["loss_candidates"] == "trained" else None,
                    cold_target_simulation=config["cold_target_simulation"],
-                   cold_target_levels=config["cold_target_levels"])
+                   cold_target_levels=config["cold_target_levels"], distill_weight=config["distill_weight"])
 
     def code_vectors(self, codes: torch.Tensor) -> torch.Tensor:
         """The output vector ``[..., levels * hidden]`` of code tuples ``[..., levels]``: their code embeddings side
@@ -133,9 +139,9 @@ class ItemLevelGenerator(NextItemGenerator):
                                 for q, table in zip(queries, self.code_embeddings))
         return torch.log_softmax(scores, dim=-1)
 
-    def loss(self, window: ItemSequence, all_positions: bool) -> torch.Tensor:
+    def loss(self, window: ItemSequence, all_positions: bool, teacher: Teacher | None = None) -> torch.Tensor:
         """One pass over the window trains every prefix (SASRec-style): the state after item ``t`` predicts item
-        ``t + 1``."""
+        ``t + 1``; with a ``teacher``, ``(1 - distill_weight) * NLL + distill_weight * H(teacher, generator)``."""
         states = self.states(window.inputs())
         targets = window.items[:, 1:]
         predicted = targets > 0
@@ -147,7 +153,17 @@ class ItemLevelGenerator(NextItemGenerator):
         if self.cold_target_simulation:  # the targets seen as cold items: scored through their content-only tuples
             rows = torch.nonzero(torch.rand(len(targets), device=targets.device) < self.cold_target_simulation)[:, 0]
             content_targets = rows, targets[rows]
-        return F.nll_loss(self.item_log_probs(states[predicted], self.loss_candidates, content_targets), targets)
+        log_probs = self.item_log_probs(states[predicted], self.loss_candidates, content_targets)
+        nll = F.nll_loss(log_probs, targets)
+        if teacher is None or not self.distill_weight:
+            return nll
+        rows, steps = torch.nonzero(predicted, as_tuple=True)  # the order of states[predicted]
+        soft = teacher(window.items[rows], steps + 1)
+        if self.loss_candidates is not None:
+            soft = torch.log_softmax(soft.masked_fill(~self.loss_candidates, float("-inf")), dim=-1)
+        soft = soft.exp()  # items the generator cannot score (padding, non-candidates) get 0 from the teacher
+        cross_entropy = -(soft * log_probs.masked_fill(soft == 0, 0.0)).sum(-1).mean()
+        return (1 - self.distill_weight) * nll + self.distill_weight * cross_entropy
 
     def all_item_scores(self, history: ItemSequence) -> torch.Tensor:
         """Every item's exact log-probability."""

@@ -9,6 +9,7 @@ selects, the way one ``transformers`` model family shares one forward contract.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import nn
@@ -35,6 +36,12 @@ class ItemSequence:
         return ItemSequence(**{k: v if v is None or k == "lengths" else v[:, :-1] for k, v in vars(self).items()})
 
 
+# A teacher for distillation: item rows ``[N, length]`` and history lengths ``[N]`` (the first ``lengths[n]`` items
+# of row n are its history, whatever follows them) -> the log-probability of every item ``[N, items]`` as the next
+# one. CEMG's teacher is its collaborative model (``CEMG.teacher_log_probs``).
+Teacher = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
 class NextItemGenerator(nn.Module):
     """A model of the next item's code tuple given the history's items."""
 
@@ -51,9 +58,10 @@ class NextItemGenerator(nn.Module):
         and, for cold-target simulation, each item's content-only code tuple): keep what scoring every item needs."""
         self.item_codes, self.item_collab, self.content_codes = item_codes, collab_embeddings, content_codes
 
-    def loss(self, window: ItemSequence, all_positions: bool) -> torch.Tensor:
+    def loss(self, window: ItemSequence, all_positions: bool, teacher: Teacher | None = None) -> torch.Tensor:
         """Mean negative log-likelihood of each row's last item given the items before it, or (``all_positions``)
-        of every item after the first given its prefix."""
+        of every item after the first given its prefix; with a ``teacher`` (generators that distil), mixed with the
+        cross-entropy to the teacher's distribution of the same next item."""
         raise NotImplementedError
 
     def all_item_scores(self, history: ItemSequence) -> torch.Tensor:
