@@ -99,8 +99,9 @@ def collaborative_dim(config, n_items: int) -> int:
 
 
 def build_collaborative_model(config, dataset) -> torch.nn.Module | None:
-    """The collaborative model itself, frozen, for score fusion and distillation: ``collab_source``'s architecture (trained in stage 1,
-    which copies its weights in) or the model of a RecBole checkpoint with its weights; None for a feature file."""
+    """The collaborative model itself, frozen, for score fusion and distillation: ``collab_source``'s architecture
+    (trained in stage 1, which copies its weights in) or the model of a RecBole checkpoint with its weights; None for
+    a feature file."""
     from recbole_cemg.utils import get_model
 
     source = config["collab_source"]
