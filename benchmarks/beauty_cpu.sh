@@ -42,7 +42,7 @@ sasrec() {   # name, extra --key=value: trains (or resumes) one SASRec and expor
     python run_cemg.py --model=SASRec "${COMMON[@]}" "$@" --checkpoint_dir="$RUNS/$name" "${resume[@]}" \
         --result_file="$OUT/$name.json" >> "$OUT/logs/$name.log" 2>&1 || return 1
     python benchmarks/weights_only.py "$(ls "$RUNS/$name"/SASRec-*.pth | grep -v '\.resume\.pth$' | head -1)" \
-        "$OUT/$name.pth" && rm -rf "${PARKED:?}/$name"
+        "$OUT/$name.pth" "$OUT/$name.json" && rm -rf "${PARKED:?}/$name"
 }
 
 park() {   # name: the state of an unfinished run (resume state + best checkpoint so far) into $PARKED/<name>/

@@ -18,9 +18,9 @@ sys.path.insert(0, ROOT)
 TINY_CONFIG = os.path.join(ROOT, "tests", "data", "tiny.yaml")
 
 
-def load_script(name: str) -> ModuleType:
-    """A script of ``dataset_scripts/`` imported as a module (scripts are not a package)."""
-    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "dataset_scripts", f"{name}.py"))
+def load_script(name: str, folder: str = "dataset_scripts") -> ModuleType:
+    """A script of ``dataset_scripts/`` (or ``benchmarks/``) imported as a module (scripts are not a package)."""
+    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, folder, f"{name}.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -21,7 +21,7 @@ import torch
 from recbole_cemg.checkpoints import check_origin, read_checkpoint, unique_checkpoint_path
 from recbole_cemg.errors import InputError
 from recbole_cemg.resume import interrupted_run
-from tests.conftest import ROOT
+from tests.conftest import ROOT, assert_metrics_agree, assert_weights_agree, load_script
 from tests.test_user_errors import TINY, assert_user_error, run
 
 # Short stages: these tests look at files and decisions, not at quality.
@@ -111,6 +111,23 @@ def test_resume_on_other_data_is_refused(sasrec_run, other_data):
     line = assert_user_error(run("run_cemg.py", *TINY, *fast(), "--model=SASRec", f"--data_path={other_data}",
                                  f"--resume={sasrec_run}"), sasrec_run)
     assert "other data" in line
+
+
+def test_a_weights_only_copy_stands_for_the_training_checkpoint(sasrec_run, tmp_path):
+    """``benchmarks/weights_only.py``, what the CPU benchmark commits of each SASRec for later sessions: the config and
+    weights without the optimizer state; a CEMG run reads it as ``collab_source`` as it reads the original, and the
+    SASRec's result file then names the copy (what ``compare.py --merge --ensembles`` builds ensembles from)."""
+    result_file = tmp_path / "sasrec.json"
+    shutil.copy(os.path.join(os.path.dirname(os.path.dirname(sasrec_run)), "result.json"), result_file)
+    copy = str(tmp_path / "sasrec.pth")
+    load_script("weights_only", "benchmarks").main(sasrec_run, copy, str(result_file))
+    assert json.loads(result_file.read_text())["checkpoint"] == copy
+    original, exported = (torch.load(path, weights_only=False) for path in (sasrec_run, copy))
+    assert set(exported) == {"config", "state_dict"} and "optimizer" in original
+    assert_weights_agree(exported["state_dict"], original["state_dict"], atol=0)
+    runs = [finished_run(tmp_path / name, f"--collab_source={source}")
+            for name, source in (("from_copy", copy), ("from_original", sasrec_run))]
+    assert_metrics_agree(runs[0], runs[1])
 
 
 def test_resume_of_a_finished_run_with_more_epochs_trains_on(cemg_run, tmp_path):
