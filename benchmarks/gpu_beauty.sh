@@ -44,7 +44,7 @@ baselines() {
         --result_file="$OUT/sasrec-$seed.json" > "/tmp/bench/logs/sasrec-$seed.log" 2>&1
     # weights and config only (no optimizer state): CEMG's collaborative source for this seed
     python3 benchmarks/weights_only.py "$(ls /tmp/saved/sasrec-"$seed"/SASRec-*.pth | grep -v resume | head -1)" \
-        "$OUT/sasrec-$seed.pth"
+        "$OUT/sasrec-$seed.pth" "$OUT/sasrec-$seed.json"
 }
 
 gru4rec() {
