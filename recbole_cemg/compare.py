@@ -263,6 +263,21 @@ def load_runs(path: str) -> list[dict[str, Any]]:
     return [read_user_results(run, folder) for run in (content["runs"] if "runs" in content else [content])]
 
 
+def merge_runs(paths: list[str]) -> list[dict[str, Any]]:
+    """The runs of several comparison outputs or result files (``load_runs``), each run once: an output that was
+    merged with ``--ensembles`` holds the runs its ensembles were built from, and merging it beside those runs' own
+    files must not count them twice (a run is the same model, seed, checkpoint and test result)."""
+    runs, seen = [], set()
+    for path in paths:
+        for run in load_runs(path):
+            key = (run["model"], run.get("seed"), run.get("checkpoint"), tuple(run.get("ensemble_of") or ()),
+                   json.dumps(run.get("test_result"), sort_keys=True))
+            if key not in seen:
+                seen.add(key)
+                runs.append(run)
+    return runs
+
+
 def load_run(path: str) -> dict[str, Any]:
     """The one run of a result file (``load_runs``), for the tools that read one run at a time."""
     runs = load_runs(path)

@@ -12,7 +12,7 @@ import torch
 from conftest import ROOT, TINY_CONFIG
 from recbole_cemg.cli import compare as compare_cli
 from recbole_cemg.cli import run as run_cli
-from recbole_cemg.compare import load_runs, summarise
+from recbole_cemg.compare import load_runs, merge_runs, summarise
 from recbole_cemg.config import Config
 from recbole_cemg.evaluation import UserResults, training_item_counts
 from recbole_cemg.quick_start import prepare_data
@@ -74,6 +74,9 @@ def test_per_user_results_are_recbole_s_metrics_user_by_user_and_round_trip(benc
     assert [e["model"] for e in merged] == [e["model"] for e in table["summary"]]
     for mine, theirs in zip(merged, table["summary"]):
         assert mine.get("vs ref ndcg@10") == pytest.approx(theirs.get("vs ref ndcg@10"))
+    # a table merged beside the result files it holds (e.g. one built with --ensembles) counts each run once
+    twice = merge_runs([str(folder / "tiny"), str(folder / "tiny.json")])
+    assert [(r["model"], r["seed"]) for r in twice] == [(r["model"], r["seed"]) for r in loaded]
 
 
 def test_rows_are_paired_against_the_first_baseline(benchmark):

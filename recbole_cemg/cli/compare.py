@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from recbole_cemg.compare import (baseline_ensembles, compare, literal_value, load_runs, report, split_models,
+from recbole_cemg.compare import (baseline_ensembles, compare, literal_value, merge_runs, report, split_models,
                                   stop_if_any_failed)
 from recbole_cemg.errors import InputError, add_debug_flag, command_line
 
@@ -54,7 +54,7 @@ def main() -> None:
     common = {**{key: value for key, value in given.items() if value}, **parse(args.set)}
     config_files = args.config_files.split() if args.config_files else None
     if args.merge is not None:
-        rows = [row for path in args.merge for row in load_runs(path)]
+        rows = merge_runs(args.merge)
         if args.ensembles:
             rows += baseline_ensembles(rows, rows[0]["dataset"], config_files, common)
         report(rows, args.output, args.reference)
