@@ -4,11 +4,12 @@ A generator trained without the held-out items can order them well among themsel
 the warm items, whose code embeddings training pushed up. This reloads a run's checkpoint (no training), scores the
 validation and test users once, and for each constant ``b`` added to the held-out items' log-probabilities reports
 recall@10 on all, cold-target and warm users and the share of held-out items in the top-10 lists; plus the test
-recall@10 of the cold-target users when only the held-out items are ranked. ``b`` = 0 is the run as recorded. Then
-where the held-out items' codes landed (CEMG).
+recall@10 of the cold-target users when only the held-out items are ranked. ``b`` = 0 is the run as recorded.
+``--shares`` adds the rows of a mixture instead: every user's distribution split into its held-out and its trained
+part, each renormalised and given that fixed mass. Then where the held-out items' codes landed (CEMG).
 
     python benchmarks/cold_prior.py benchmarks/results/beauty-cpu/cold/cold-sim-trained-title-2020.json \
-        --biases 0 1 2 3 --output benchmarks/results/beauty-cpu/cold/prior-cold-sim-2020.md
+        --biases 0 1 2 3 --shares 0.05 0.1 0.2 --output benchmarks/results/beauty-cpu/cold/prior-cold-sim-2020.md
 
 The run's checkpoint must still exist where its result file says (``checkpoint``).
 """
@@ -16,6 +17,7 @@ The run's checkpoint must still exist where its result file says (``checkpoint``
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from typing import Any
@@ -70,11 +72,28 @@ def scored(model: torch.nn.Module, loader) -> list[tuple[torch.Tensor, torch.Ten
     return batches
 
 
-def with_prior(batches, cold: torch.Tensor, bias: float, k: int = 10) -> dict[str, float]:
-    """recall@k of all, cold-target and warm users, and the cold share of the top-k lists, with ``bias`` added."""
+def constant_prior(bias: float):
+    """Every held-out item's log-probability plus ``bias``: keeps each user's own share of held-out items, scaled."""
+    return lambda scores, cold: scores + bias * cold.float()
+
+
+def mixture_prior(share: float):
+    """A two-part mixture ``share * p(i | held out) + (1 - share) * p(i | trained)``, each part the run's own
+    distribution renormalised within its group: every user's list then holds the held-out items with the same
+    prior mass, whatever mass the generator gave them as a group (it never saw one as a target)."""
+    def mixed(scores: torch.Tensor, cold: torch.Tensor) -> torch.Tensor:
+        within_cold = torch.log_softmax(scores.masked_fill(~cold, float("-inf")), dim=1) + math.log(share)
+        within_warm = torch.log_softmax(scores.masked_fill(cold, float("-inf")), dim=1) + math.log1p(-share)
+        return torch.where(cold, within_cold, within_warm)
+    return mixed
+
+
+def with_prior(batches, cold: torch.Tensor, prior, k: int = 10) -> dict[str, float]:
+    """recall@k of all, cold-target and warm users, and the cold share of the top-k lists, the scores adjusted by
+    ``prior`` (``constant_prior`` or ``mixture_prior``)."""
     hits, is_cold, shares = [], [], []
     for scores, targets in batches:
-        shifted = scores + bias * cold.float()
+        shifted = prior(scores, cold)
         target_score = shifted[torch.arange(len(targets)), targets]
         hits.append(((shifted > target_score.unsqueeze(1)).sum(1) < k).float())
         is_cold.append(cold[targets])
@@ -109,16 +128,19 @@ def code_placement(codes: torch.Tensor, cold: torch.Tensor, warm: torch.Tensor) 
     return lines
 
 
-def prior_table(run: dict[str, Any], biases: list[float]) -> str:
+def prior_table(run: dict[str, Any], biases: list[float], shares: list[float] = ()) -> str:
+    """One row per constant ``b`` of ``biases`` and per mixture weight of ``shares``."""
     model, data = rebuild(run)
     valid, test = scored(model, data.valid), scored(model, data.test)
-    header = ["bias"] + [f"{split} {column}" for split in ("valid", "test")
-                         for column in ("R@10", "cold R@10", "warm R@10", "cold share")]
+    header = ["prior"] + [f"{split} {column}" for split in ("valid", "test")
+                          for column in ("R@10", "cold R@10", "warm R@10", "cold share")]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for bias in biases:
-        cells = [f"{bias:g}"]
+    priors = [(f"b = {b:g}", constant_prior(b)) for b in biases] + [(f"mixture {w:g}", mixture_prior(w))
+                                                                   for w in shares]
+    for name, prior in priors:
+        cells = [name]
         for split in (valid, test):
-            m = with_prior(split, data.cold, bias)
+            m = with_prior(split, data.cold, prior)
             cells += [f"{m['all']:.4f}", f"{m['cold']:.4f}", f"{m['warm']:.4f}", f"{m['share']:.3f}"]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", f"Test cold-target users ({int(data.cold[torch.cat([t for _, t in test])].sum())}), only the "
@@ -128,14 +150,24 @@ def prior_table(run: dict[str, Any], biases: list[float]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def share(value: str) -> float:
+    """A mixture weight from the command line: strictly between 0 and 1."""
+    weight = float(value)
+    if not 0 < weight < 1:
+        raise argparse.ArgumentTypeError(f"{value}: a mixture weight is strictly between 0 and 1")
+    return weight
+
+
 @command_line("cold_prior")
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("result", help="the result file of one cold-start run (run_cemg.py or compare.py output)")
     parser.add_argument("--biases", type=float, nargs="+", default=[0.0, 1.0, 2.0, 3.0])
+    parser.add_argument("--shares", type=share, nargs="*", default=[],
+                        help="mixture weights of the held-out items (e.g. 0.05 0.1 0.2), each a row")
     parser.add_argument("--output", default=None, help="also write the table to this markdown file")
     args = parser.parse_args()
-    print_table(prior_table(load_run(args.result), args.biases), args.output)
+    print_table(prior_table(load_run(args.result), args.biases, args.shares), args.output)
 
 
 if __name__ == "__main__":
