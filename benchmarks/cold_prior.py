@@ -17,6 +17,7 @@ The run's checkpoint must still exist where its result file says (``checkpoint``
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from typing import Any
@@ -28,7 +29,6 @@ from recbole_cemg.checkpoints import read_checkpoint  # noqa: E402
 from recbole_cemg.compare import load_run, print_table  # noqa: E402
 from recbole_cemg.config import Config  # noqa: E402
 from recbole_cemg.errors import InputError, command_line  # noqa: E402
-from recbole_cemg.new_item_prior import mixture_log_probs  # noqa: E402
 from recbole_cemg.quick_start import prepare_data  # noqa: E402
 from recbole_cemg.schema import schema  # noqa: E402
 from recbole_cemg.utils import get_model  # noqa: E402
@@ -78,10 +78,14 @@ def constant_prior(bias: float):
 
 
 def mixture_prior(share: float):
-    """The new-item prior of ``new_item_shares`` (``recbole_cemg.new_item_prior``): ``share * p(i | held out) +
-    (1 - share) * p(i | trained)``, so every user's list holds the held-out items with the same prior mass, whatever
-    mass the generator gave them as a group (it never saw one as a target)."""
-    return lambda scores, cold: mixture_log_probs(scores, cold, share)
+    """A two-part mixture ``share * p(i | held out) + (1 - share) * p(i | trained)``, each part the run's own
+    distribution renormalised within its group: every user's list then holds the held-out items with the same
+    prior mass, whatever mass the generator gave them as a group (it never saw one as a target)."""
+    def mixed(scores: torch.Tensor, cold: torch.Tensor) -> torch.Tensor:
+        within_cold = torch.log_softmax(scores.masked_fill(~cold, float("-inf")), dim=1) + math.log(share)
+        within_warm = torch.log_softmax(scores.masked_fill(cold, float("-inf")), dim=1) + math.log1p(-share)
+        return torch.where(cold, within_cold, within_warm)
+    return mixed
 
 
 def with_prior(batches, cold: torch.Tensor, prior, k: int = 10) -> dict[str, float]:

@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 from recbole_cemg.config import known_keys, read_config_file
 from recbole_cemg.errors import InputError, MissingFileError, UserError
-from recbole_cemg.evaluation import EXTRA_ROWS, UserResults, read_user_results, store_user_results
+from recbole_cemg.evaluation import UserResults, read_user_results, store_user_results
 from recbole_cemg.io import atomic_write
 from recbole_cemg.quick_start import run_cemg, run_score_ensemble
 from recbole_cemg.significance import POPULARITY_BUCKETS, paired_difference, popularity_breakdown
@@ -187,17 +187,14 @@ def collaborative_name(row: dict[str, Any]) -> str:
     return f"{row['config']['collab_source']} (stage 1 of {row['model']})"
 
 
-# A CEMG run's entries that are rankers of their own, chosen on validation, and the suffix of their row's name.
-CHOSEN_ROWS = {"score_fusion": "collab score", "new_item_prior": "new-item prior"}
-
-
 def derived_rows(row: dict[str, Any]) -> list[dict[str, Any]]:
-    """The rows a CEMG run adds beside its own: the score fusion, the new-item prior, and its stage-1 collaborative
-    model alone."""
-    rows = [chosen_row(row, key) for key in CHOSEN_ROWS if row.get(key)]
+    """The rows a CEMG run adds beside its own: the score fusion, and its stage-1 collaborative model alone."""
+    rows = []
+    if row.get("score_fusion"):
+        rows.append(fusion_row(row))
     if row.get("collaborative"):
         collab = row["collaborative"]
-        rows.append({**row, **collab, "model": collaborative_name(row), **dict.fromkeys(EXTRA_ROWS)})
+        rows.append({**row, **collab, "model": collaborative_name(row), "score_fusion": None, "collaborative": None})
     return rows
 
 
@@ -297,13 +294,12 @@ def print_table(table: str, output: str | None) -> None:
             f.write(table)
 
 
-def chosen_row(row: dict[str, Any], key: str = "score_fusion") -> dict[str, Any]:
-    """A ranker a run chose on validation (``key`` of ``CHOSEN_ROWS``: the score fusion, the new-item prior) as a row
-    of its own, beside the pure generative row of the same run."""
-    chosen = row[key]
-    return {**row, "model": f"{row['model']} + {CHOSEN_ROWS[key]}", "best_valid_result": chosen["best_valid_result"],
-            "test_result": chosen["test_result"], "per_user": chosen.get("per_user"),
-            "cold_start": chosen.get("cold_start"), **dict.fromkeys(EXTRA_ROWS)}
+def fusion_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A score-fusion result as a row of its own, beside the pure generative row of the same run."""
+    fusion = row["score_fusion"]
+    return {**row, "model": f"{row['model']} + collab score", "best_valid_result": fusion["best_valid_result"],
+            "test_result": fusion["test_result"], "per_user": fusion.get("per_user"),
+            "cold_start": fusion.get("cold_start"), "score_fusion": None, "collaborative": None}
 
 
 def markdown_table(summary: list[dict[str, Any]]) -> str:

@@ -92,7 +92,7 @@ def _text(raw, path: str, mode: str) -> io.TextIOWrapper:
 
 
 # Entries of a result that are rows of their own, each with its own per-user results.
-EXTRA_ROWS = ("score_fusion", "new_item_prior", "collaborative")
+EXTRA_ROWS = ("score_fusion", "collaborative")
 
 
 def store_user_results(result: dict, stem: str, folder: str) -> dict:

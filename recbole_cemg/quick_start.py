@@ -97,8 +97,7 @@ def run_cemg(model: str | None = None, dataset: str | None = None, config_file_l
     stats = getattr(model_instance, "decoding_stats", None)
     if stats is not None:
         result["decoding"] = stats.as_dict()
-    # CEMG's extra rows: fused ranker, new-item prior, its stage-1 model
-    for key in ("score_fusion", "new_item_prior", "collaborative_result"):
+    for key in ("score_fusion", "collaborative_result"):  # CEMG's extra rows: fused ranker, its stage-1 model
         extra = getattr(trainer, key)(valid_data, test_data, data.item_counts) if hasattr(trainer, key) else None
         if extra is not None:
             result[key.removesuffix("_result")] = extra

@@ -177,9 +177,6 @@ def _cemg_relations(config: MutableMapping[str, Any]) -> Iterator[tuple[str, str
     if config["train_all_positions"] and config["train_stride"] > config["MAX_ITEM_LIST_LENGTH"]:
         yield "train_stride", (f"above MAX_ITEM_LIST_LENGTH ({config['MAX_ITEM_LIST_LENGTH']}): the windows would "
                                "leave some training targets out. Use a stride of at most MAX_ITEM_LIST_LENGTH.")
-    if any(config["new_item_shares"]) and config["generator_input"] != "items":
-        yield "new_item_shares", ("the new-item prior renormalises the scores of every item: it needs the item-level "
-                                  "generator (generator_input: items).")
     reads_collab_model = (("score_fusion_weights", "score fusion", any(config["score_fusion_weights"])),
                           ("distill_weight", "distillation", bool(config["distill_weight"])))
     for key, what, used in reads_collab_model:

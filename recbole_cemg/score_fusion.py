@@ -40,20 +40,19 @@ class ScoreEnsemble(torch.nn.Module):
         return fused_scores(scores, self.secondary.full_sort_predict(interaction), self.weight)
 
 
-def fuse_on_valid_and_test(trainer, ensemble: torch.nn.Module, weights: list[float], valid_data, test_data,
-                           item_counts: torch.Tensor, label: str = "score fusion") -> dict[str, Any]:
+def fuse_on_valid_and_test(trainer, ensemble: ScoreEnsemble, weights: list[float], valid_data, test_data,
+                           item_counts: torch.Tensor) -> dict[str, Any]:
     """Try every weight on the validation split, keep the best by the valid metric (weight 0: the primary alone),
-    and test with it, per-user results kept. ``ensemble``: a ``ScoreEnsemble`` or any model ranked through a
-    ``weight`` attribute (e.g. ``NewItemMixture``); ``trainer`` (a plugin trainer) supplies RecBole's evaluation."""
+    and test with it, per-user results kept. ``trainer`` (a plugin trainer) supplies RecBole's evaluation."""
     metric = trainer.config["valid_metric"].lower()
     valid = {}
     for weight in weights:
         ensemble.weight = weight
         valid[weight] = trainer.evaluate_model(ensemble, valid_data)
-        getLogger().info(f"{label}: weight {weight} valid {metric} {valid[weight][metric]:.4f}")
+        getLogger().info(f"score fusion: weight {weight} valid {metric} {valid[weight][metric]:.4f}")
     ensemble.weight = max(weights, key=lambda w: valid[w][metric])
     with trainer.recording_users(test_data, item_counts) as users:
         test = trainer.evaluate_model(ensemble, test_data)
-    getLogger().info(f"{label}: weight {ensemble.weight} (chosen on valid), test {test}")
+    getLogger().info(f"score fusion: weight {ensemble.weight} (chosen on valid), test {test}")
     return {"weight": ensemble.weight, "valid_by_weight": {str(w): float(r[metric]) for w, r in valid.items()},
             "best_valid_result": dict(valid[ensemble.weight]), "test_result": dict(test), "per_user": users[0]}

@@ -36,7 +36,6 @@ from recbole_cemg.model.collaborative import (content_regression, load_checkpoin
                                               source_kind, train_collaborative_model)
 from recbole_cemg.plots import plot_code_usage
 from recbole_cemg.resume import ResumableTraining
-from recbole_cemg.new_item_prior import NewItemMixture
 from recbole_cemg.score_fusion import ScoreEnsemble, fuse_on_valid_and_test
 
 
@@ -169,18 +168,6 @@ class CEMGTrainer(ResumableTraining, DistributedEvaluation, PerUserRecording, Tr
             return None
         ensemble = ScoreEnsemble(self.model, self.model.collab_model)
         return fuse_on_valid_and_test(self, ensemble, weights, valid_data, test_data, item_counts)
-
-    def new_item_prior(self, valid_data, test_data, item_counts: torch.Tensor) -> dict | None:
-        """The generator mixed with a prior share of the items it never saw in training, each share of
-        ``new_item_shares`` tried on the validation split (0: the pure generative ranker), tested with per-user
-        results. None without such items (every item has a training interaction) or shares."""
-        shares = [float(w) for w in self.config["new_item_shares"]]
-        new = ~self.model.warm_items
-        new[0] = False  # the padding item
-        if not any(shares) or not new.any():
-            return None
-        mixture = NewItemMixture(self.model, new)
-        return fuse_on_valid_and_test(self, mixture, shares, valid_data, test_data, item_counts, "new-item prior")
 
     def collaborative_result(self, valid_data, test_data, item_counts: torch.Tensor) -> dict | None:
         """The collaborative model that stage 1 trained in this run, evaluated on its own: a baseline row with

@@ -6,6 +6,7 @@ import importlib.util
 import os
 
 import pytest
+import torch
 from conftest import ROOT
 
 from recbole_cemg.errors import InputError
@@ -49,6 +50,26 @@ def test_the_reloaded_run_reproduces_its_record_and_a_prior_moves_lists_toward_c
 def test_a_run_without_held_out_items_is_refused():
     with pytest.raises(InputError, match="cold_item_ratio 0"):
         cold_prior_module().rebuild({"model": "CEMG", "dataset": "tiny", "config": {"cold_item_ratio": 0.0}})
+
+
+def test_a_mixture_gives_every_user_the_same_mass_of_held_out_items_and_keeps_each_part_in_order():
+    module = cold_prior_module()
+    torch.manual_seed(0)
+    cold = torch.zeros(30, dtype=torch.bool)
+    cold[19:] = True  # 11 held-out items, 18 trained ones (padding aside)
+    scores = torch.log_softmax(torch.randn(6, 30) * 3, dim=1)
+    scores[:, 0] = float("-inf")  # padding
+    scores[0, 3] = scores[1, 25] = float("-inf")  # history items stay out
+    mixed = module.mixture_prior(0.3)(scores, cold)
+    assert torch.allclose(mixed.exp()[:, cold].sum(1), torch.full((6,), 0.3))
+    assert torch.allclose(mixed.exp()[:, ~cold].sum(1), torch.full((6,), 0.7))
+    for part in (cold, ~cold):  # within each part, the run's own order
+        assert torch.equal(mixed[:, part].argsort(dim=1, stable=True), scores[:, part].argsort(dim=1, stable=True))
+    assert mixed[0, 3] == float("-inf") and mixed[1, 25] == float("-inf") and (mixed[:, 0] == float("-inf")).all()
+    targets = torch.tensor([20, 21, 5, 6, 7, 22])
+    low, high = (module.with_prior([(scores, targets)], cold, module.mixture_prior(w)) for w in (1e-6, 1 - 1e-6))
+    assert low["share"] == 0.0 and high["share"] == 1.0  # each part can fill every list, less the history
+    assert high["cold"] == module.among_cold_only([(scores, targets)], cold)
 
 
 def test_a_mixture_weight_outside_0_1_is_refused():

@@ -13,7 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from recbole_cemg.compare import chosen_row, load_runs, summarise, write_outputs
+from recbole_cemg.compare import fusion_row, load_runs, summarise, write_outputs
 from recbole_cemg.evaluation import store_user_results
 from recbole_cemg.model.item_generator import ItemLevelGenerator
 from recbole_cemg.model.next_item import ItemSequence
@@ -306,7 +306,7 @@ def test_score_fusion_is_chosen_on_valid_and_reported_beside_the_pure_ranker(fus
     assert [r["model"] for r in rows] == ["CEMG", "CEMG + collab score", "SASRec (stage 1 of CEMG)"]
     assert rows[1]["test ndcg@10"] == pytest.approx(fusion["test_result"]["ndcg@10"])
     assert rows[2]["test ndcg@10"] == pytest.approx(fused_run["collaborative"]["test_result"]["ndcg@10"])
-    assert chosen_row(fused_run)["test_result"] == fusion["test_result"]
+    assert fusion_row(fused_run)["test_result"] == fusion["test_result"]
 
 
 def test_joint_training_reaches_the_tokenizer(fused_run, tmp_path, tiny_run_config):

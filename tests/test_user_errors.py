@@ -219,7 +219,6 @@ def test_a_good_config_passes_and_yaml_strings_become_dicts(tiny_run_config, mon
     ("num_beams", 5, "must be at least the largest topk (10)"),
     ("lora", {"r": 8}, "LoRA needs a pretrained model in `llm_path`"),
     ("distill_weight", 1.5, "expected a number >= 0 and <= 1"),
-    ("new_item_shares", [0, 1], "expected a list of numbers >= 0 and < 1"),
 ])
 def test_each_violation_names_the_key_and_what_is_expected(key, value, expected):
     config = dict(defaults(), **{key: value})
@@ -244,8 +243,6 @@ def test_each_violation_names_the_key_and_what_is_expected(key, value, expected)
      "distillation needs the item-level generator (generator_input: items)"),
     ({"distill_weight": 0.5, "collab_source": "sasrec.collab.npz"}, "distill_weight",
      "distillation needs the collaborative model itself"),
-    ({"new_item_shares": [0, 0.1], "generator_input": "tokens"}, "new_item_shares",
-     "it needs the item-level generator (generator_input: items)"),
 ])
 def test_settings_that_do_not_fit_together_name_the_key(settings, key, expected):
     with pytest.raises(InputError, match=f"config `{key}` = .*{re.escape(expected)}"):
