@@ -6,10 +6,15 @@ validation and test users once, and for each constant ``b`` added to the held-ou
 recall@10 on all, cold-target and warm users and the share of held-out items in the top-10 lists; plus the test
 recall@10 of the cold-target users when only the held-out items are ranked. ``b`` = 0 is the run as recorded.
 ``--shares`` adds the rows of a mixture instead: every user's distribution split into its held-out and its trained
-part, each renormalised and given that fixed mass. Then where the held-out items' codes landed (CEMG).
+part, each renormalised and given that fixed mass. ``--content FILE --content_weights ...`` adds the rows of a
+hybrid: the run's score plus ``w`` times ``ContentSimilarity``'s (the cosine of an item's features in FILE to the
+history's mean), which knows the held-out items as well as the others and tells, per user, which of them fit the
+history (each weight with each ``b``). Then where the held-out items' codes landed (CEMG).
 
     python benchmarks/cold_prior.py benchmarks/results/beauty-cpu/cold/cold-sim-trained-title-2020.json \
         --biases 0 1 2 3 --shares 0.05 0.1 0.2 --output benchmarks/results/beauty-cpu/cold/prior-cold-sim-2020.md
+    python benchmarks/cold_prior.py benchmarks/results/beauty-cpu/cold-sasrec-2020.json --biases 0 \
+        --content .devrun/data/Beauty/Beauty.title_categories.npz --content_weights 5 10 20
 
 The run's checkpoint must still exist where its result file says (``checkpoint``).
 """
@@ -37,6 +42,15 @@ from recbole_cemg.utils import get_model  # noqa: E402
 DATA_KEYS = ("data_path", "feature_path", "seed", "eval_batch_size", "checkpoint_dir", "MAX_ITEM_LIST_LENGTH")
 
 
+def data_overrides(run: dict[str, Any]) -> dict[str, Any]:
+    """The recorded keys that rebuild the run's data (the same held-out items: they are chosen from the seed)."""
+    recorded = run["config"]
+    overrides = {k: recorded[k] for k in DATA_KEYS if k in recorded}
+    if os.path.basename(os.path.normpath(overrides["data_path"])) == run["dataset"]:  # RecBole appends the name again
+        overrides["data_path"] = os.path.dirname(os.path.normpath(overrides["data_path"]))
+    return overrides
+
+
 def rebuild(run: dict[str, Any]) -> tuple[torch.nn.Module, Any]:
     """The run's model with its checkpoint's weights, and its data (the same held-out items, chosen from the seed)."""
     recorded = run["config"]
@@ -45,9 +59,7 @@ def rebuild(run: dict[str, Any]) -> tuple[torch.nn.Module, Any]:
     if not run.get("checkpoint") or not os.path.isfile(run["checkpoint"]):
         raise InputError(f"run '{run['model']}': its checkpoint {run.get('checkpoint')!r} is gone; rerun it.")
     model_name, dataset = recorded["model"], run["dataset"]
-    overrides = {k: recorded[k] for k in DATA_KEYS if k in recorded}
-    if os.path.basename(os.path.normpath(overrides["data_path"])) == dataset:  # RecBole appends the name again
-        overrides["data_path"] = os.path.dirname(os.path.normpath(overrides["data_path"]))
+    overrides = data_overrides(run)
     defaults = Config(model=model_name, dataset=dataset, config_dict=overrides)
     # the keys the run set: those of the schema whose recorded value is not what this config derives by itself
     overrides.update({k: recorded[k] for k in schema(model_name) if k in recorded and recorded[k] != defaults[k]})
@@ -70,6 +82,20 @@ def scored(model: torch.nn.Module, loader) -> list[tuple[torch.Tensor, torch.Ten
         scores[:, 0] = float("-inf")
         batches.append((scores, targets))
     return batches
+
+
+def content_similarity(run: dict[str, Any], dataset, feature_file: str) -> torch.nn.Module:
+    """``ContentSimilarity`` over the run's items, from the text features in ``feature_file`` (nothing to train)."""
+    overrides = dict(data_overrides(run), modalities=["text"], feature_files={"text": feature_file})
+    config = Config(model="ContentSimilarity", dataset=run["dataset"], config_dict=overrides)
+    return get_model("ContentSimilarity")(config, dataset).eval()
+
+
+def with_content(batches, content_batches, weight: float):
+    """The run's scores plus ``weight`` times the content similarity's, user by user (both are -inf on the history
+    and the padding item, left as they are: 0 x -inf would be NaN)."""
+    return [(scores + weight * content.masked_fill(content.isinf(), 0.0), targets)
+            for (scores, targets), (content, _) in zip(batches, content_batches)]
 
 
 def constant_prior(bias: float):
@@ -128,8 +154,10 @@ def code_placement(codes: torch.Tensor, cold: torch.Tensor, warm: torch.Tensor) 
     return lines
 
 
-def prior_table(run: dict[str, Any], biases: list[float], shares: list[float] = ()) -> str:
-    """One row per constant ``b`` of ``biases`` and per mixture weight of ``shares``."""
+def prior_table(run: dict[str, Any], biases: list[float], shares: list[float] = (), content: str | None = None,
+                content_weights: list[float] = ()) -> str:
+    """One row per constant ``b`` of ``biases``, per mixture weight of ``shares`` and per pair of a weight of the
+    content similarity (from the features in ``content``) and a ``b``."""
     model, data = rebuild(run)
     valid, test = scored(model, data.valid), scored(model, data.test)
     header = ["prior"] + [f"{split} {column}" for split in ("valid", "test")
@@ -137,9 +165,20 @@ def prior_table(run: dict[str, Any], biases: list[float], shares: list[float] = 
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     priors = [(f"b = {b:g}", constant_prior(b)) for b in biases] + [(f"mixture {w:g}", mixture_prior(w))
                                                                    for w in shares]
-    for name, prior in priors:
+    def runs():  # one pair of fused splits at a time: each is as large as the scores
+        for name, prior in priors:
+            yield name, prior, valid, test
+        if content_weights:
+            similarity = content_similarity(run, data.train._dataset, content)
+            content_valid, content_test = scored(similarity, data.valid), scored(similarity, data.test)
+        for w in content_weights:
+            fused = with_content(valid, content_valid, w), with_content(test, content_test, w)
+            for b in biases:
+                yield f"b = {b:g}, + {w:g} x content", constant_prior(b), *fused
+
+    for name, prior, *splits in runs():
         cells = [name]
-        for split in (valid, test):
+        for split in splits:
             m = with_prior(split, data.cold, prior)
             cells += [f"{m['all']:.4f}", f"{m['cold']:.4f}", f"{m['warm']:.4f}", f"{m['share']:.3f}"]
         lines.append("| " + " | ".join(cells) + " |")
@@ -165,9 +204,15 @@ def main() -> None:
     parser.add_argument("--biases", type=float, nargs="+", default=[0.0, 1.0, 2.0, 3.0])
     parser.add_argument("--shares", type=share, nargs="*", default=[],
                         help="mixture weights of the held-out items (e.g. 0.05 0.1 0.2), each a row")
+    parser.add_argument("--content", default=None, help="a text feature file (.npz) for the --content_weights rows")
+    parser.add_argument("--content_weights", type=float, nargs="*", default=[],
+                        help="weights of the content similarity added to the run's score, each a row")
     parser.add_argument("--output", default=None, help="also write the table to this markdown file")
     args = parser.parse_args()
-    print_table(prior_table(load_run(args.result), args.biases, args.shares), args.output)
+    if args.content_weights and not args.content:
+        parser.error("--content_weights needs --content, the text feature file to score the items by")
+    table = prior_table(load_run(args.result), args.biases, args.shares, args.content, args.content_weights)
+    print_table(table, args.output)
 
 
 if __name__ == "__main__":

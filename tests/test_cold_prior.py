@@ -36,9 +36,21 @@ def test_the_reloaded_run_reproduces_its_record_and_a_prior_moves_lists_toward_c
     assert pushed["share"] == pytest.approx(min(int(data.cold.sum()), 10) / 10, abs=0.02)
     assert pushed["share"] > recorded["share"] and pushed["cold"] >= recorded["cold"]
     assert pushed["cold"] == pytest.approx(module.among_cold_only(test, data.cold))  # ... ranked among themselves
-    table = module.prior_table(result, [0.0, 50.0], [0.3])
+    # content similarity added to the scores: its weight moves the lists from the run's toward the content's own
+    features = os.path.join(ROOT, "tests", "data", "tiny", "tiny.text.npz")
+    content = module.scored(module.content_similarity(result, data.train._dataset, features), data.test)
+    alone = module.with_prior(content, data.cold, module.constant_prior(0.0))
+    assert alone["share"] > 0.0 and alone != recorded  # it knows the held-out items as well as the others
+    same = module.with_prior(module.with_content(test, content, 0.0), data.cold, module.constant_prior(0.0))
+    dominated = module.with_prior(module.with_content(test, content, 1e4), data.cold, module.constant_prior(0.0))
+    assert same == recorded and dominated == pytest.approx(alone)
+    table = module.prior_table(result, [0.0, 50.0], [0.3], features, [0.0, 1e4])
     assert f"| b = 0 | {result['best_valid_result']['recall@10']:.4f} |" in table  # valid of the best epoch
     assert "| mixture 0.3 | " in table
+    assert table.count(f"| b = 0 | {result['best_valid_result']['recall@10']:.4f} |") == 1
+    test_cells = " | ".join(f"{alone[key]:.{3 if key == 'share' else 4}f}" for key in ("all", "cold", "warm", "share"))
+    assert f" | {test_cells} |" in table.split("| b = 0, + 10000 x content |")[1].splitlines()[0]
+    assert "| b = 0, + 0 x content | " + table.split("| b = 0 | ")[1].splitlines()[0] in table
     codes, cold = model.item_codes, data.cold
     for level in range(codes.shape[1] - 1):
         crowded = sum(int((codes[cold, level] == c).sum()) for c in codes[cold, level].unique()
