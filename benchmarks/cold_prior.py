@@ -92,8 +92,9 @@ def content_similarity(run: dict[str, Any], dataset, feature_file: str) -> torch
 
 
 def with_content(batches, content_batches, weight: float):
-    """The run's scores plus ``weight`` times the content similarity's, user by user (both are -inf on the history
-    and the padding item, left as they are: 0 x -inf would be NaN)."""
+    """The run's scores plus ``weight`` times the content similarity's, user by user. The similarity is -inf on the
+    history's items and the padding item (it leaves them out); there it adds nothing, so the run's own scoring of them
+    stands, as RecBole's protocol has it (and 0 x -inf would be NaN)."""
     return [(scores + weight * content.masked_fill(content.isinf(), 0.0), targets)
             for (scores, targets), (content, _) in zip(batches, content_batches)]
 
@@ -168,9 +169,10 @@ def prior_table(run: dict[str, Any], biases: list[float], shares: list[float] = 
     def runs():  # one pair of fused splits at a time: each is as large as the scores
         for name, prior in priors:
             yield name, prior, valid, test
-        if content_weights:
-            similarity = content_similarity(run, data.train._dataset, content)
-            content_valid, content_test = scored(similarity, data.valid), scored(similarity, data.test)
+        if not content_weights:
+            return
+        similarity = content_similarity(run, data.train._dataset, content)
+        content_valid, content_test = scored(similarity, data.valid), scored(similarity, data.test)
         for w in content_weights:
             fused = with_content(valid, content_valid, w), with_content(test, content_test, w)
             for b in biases:
