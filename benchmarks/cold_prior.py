@@ -9,12 +9,14 @@ recall@10 of the cold-target users when only the held-out items are ranked. ``b`
 part, each renormalised and given that fixed mass. ``--content FILE --content_weights ...`` adds the rows of a
 hybrid: the run's score plus ``w`` times ``ContentSimilarity``'s (the cosine of an item's features in FILE to the
 history's mean), which knows the held-out items as well as the others and tells, per user, which of them fit the
-history (each weight with each ``b``). Then where the held-out items' codes landed (CEMG).
+history (each weight with each ``b``). ``--keep_warm 0.95`` names the row issue 17 asks for, chosen on validation
+alone: the best cold-target recall@10 that keeps 0.95 x the run's own warm recall@10. Then where the held-out items'
+codes landed (CEMG).
 
     python benchmarks/cold_prior.py benchmarks/results/beauty-cpu/cold/cold-sim-trained-title-2020.json \
         --biases 0 1 2 3 --shares 0.05 0.1 0.2 --output benchmarks/results/beauty-cpu/cold/prior-cold-sim-2020.md
     python benchmarks/cold_prior.py benchmarks/results/beauty-cpu/cold-sasrec-2020.json --biases 0 \
-        --content .devrun/data/Beauty/Beauty.title_categories.npz --content_weights 5 10 20
+        --content .devrun/data/Beauty/Beauty.title_categories.npz --content_weights 5 10 20 --keep_warm 0.95
 
 The run's checkpoint must still exist where its result file says (``checkpoint``).
 """
@@ -155,10 +157,24 @@ def code_placement(codes: torch.Tensor, cold: torch.Tensor, warm: torch.Tensor) 
     return lines
 
 
+def chosen_on_validation(rows: list[tuple[str, dict[str, float], dict[str, float]]], warm: float,
+                         keep_warm: float) -> tuple[str, dict[str, float], dict[str, float]]:
+    """The row (name, valid and test metrics of ``with_prior``) with the best valid cold-target R@10 among those that
+    keep at least ``keep_warm`` x ``warm`` (the valid warm R@10 of the run as recorded); ties go to the better valid
+    R@10. Issue 17's operating point, read off validation only, so that every model is held to the same rule."""
+    floor = keep_warm * warm
+    allowed = [row for row in rows if row[1]["warm"] >= floor]
+    if not allowed:
+        raise InputError(f"no row keeps {keep_warm:g} x the run's valid warm R@10 ({warm:.4f}): lower --keep_warm or "
+                         "add --biases 0 (the run as recorded keeps all of it).")
+    return max(allowed, key=lambda row: (row[1]["cold"], row[1]["all"]))
+
+
 def prior_table(run: dict[str, Any], biases: list[float], shares: list[float] = (), content: str | None = None,
-                content_weights: list[float] = ()) -> str:
+                content_weights: list[float] = (), keep_warm: float | None = None) -> str:
     """One row per constant ``b`` of ``biases``, per mixture weight of ``shares`` and per pair of a weight of the
-    content similarity (from the features in ``content``) and a ``b``."""
+    content similarity (from the features in ``content``) and a ``b``; with ``keep_warm``, the row
+    ``chosen_on_validation`` below the table."""
     model, data = rebuild(run)
     valid, test = scored(model, data.valid), scored(model, data.test)
     header = ["prior"] + [f"{split} {column}" for split in ("valid", "test")
@@ -178,12 +194,17 @@ def prior_table(run: dict[str, Any], biases: list[float], shares: list[float] = 
             for b in biases:
                 yield f"b = {b:g}, + {w:g} x content", constant_prior(b), *fused
 
-    for name, prior, *splits in runs():
-        cells = [name]
-        for split in splits:
-            m = with_prior(split, data.cold, prior)
-            cells += [f"{m['all']:.4f}", f"{m['cold']:.4f}", f"{m['warm']:.4f}", f"{m['share']:.3f}"]
-        lines.append("| " + " | ".join(cells) + " |")
+    def cells(m: dict[str, float]) -> list[str]:
+        return [f"{m['all']:.4f}", f"{m['cold']:.4f}", f"{m['warm']:.4f}", f"{m['share']:.3f}"]
+
+    rows = [(name, *(with_prior(split, data.cold, prior) for split in splits)) for name, prior, *splits in runs()]
+    lines += ["| " + " | ".join([name, *cells(v), *cells(t)]) + " |" for name, v, t in rows]
+    if keep_warm is not None:
+        recorded = with_prior(valid, data.cold, constant_prior(0.0))["warm"]
+        name, v, t = chosen_on_validation(rows, recorded, keep_warm)
+        lines += ["", f"Chosen on validation (best valid cold R@10 at valid warm R@10 >= {keep_warm:g} x the run's "
+                  f"own, {recorded:.4f}): **{name}**: test R@10 {t['all']:.4f}, cold R@10 {t['cold']:.4f}, warm R@10 "
+                  f"{t['warm']:.4f}, cold share {t['share']:.3f}."]
     lines += ["", f"Test cold-target users ({int(data.cold[torch.cat([t for _, t in test])].sum())}), only the "
               f"{int(data.cold.sum())} held-out items ranked: R@10 {among_cold_only(test, data.cold):.4f}.", ""]
     if hasattr(model, "item_codes"):
@@ -209,11 +230,15 @@ def main() -> None:
     parser.add_argument("--content", default=None, help="a text feature file (.npz) for the --content_weights rows")
     parser.add_argument("--content_weights", type=float, nargs="*", default=[],
                         help="weights of the content similarity added to the run's score, each a row")
+    parser.add_argument("--keep_warm", type=float, default=None,
+                        help="also name the row with the best valid cold R@10 among those keeping this share of the "
+                             "run's own valid warm R@10 (e.g. 0.95, issue 17's target)")
     parser.add_argument("--output", default=None, help="also write the table to this markdown file")
     args = parser.parse_args()
     if args.content_weights and not args.content:
         parser.error("--content_weights needs --content, the text feature file to score the items by")
-    table = prior_table(load_run(args.result), args.biases, args.shares, args.content, args.content_weights)
+    table = prior_table(load_run(args.result), args.biases, args.shares, args.content, args.content_weights,
+                        args.keep_warm)
     print_table(table, args.output)
 
 

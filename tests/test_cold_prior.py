@@ -44,7 +44,11 @@ def test_the_reloaded_run_reproduces_its_record_and_a_prior_moves_lists_toward_c
     same = module.with_prior(module.with_content(test, content, 0.0), data.cold, module.constant_prior(0.0))
     dominated = module.with_prior(module.with_content(test, content, 1e4), data.cold, module.constant_prior(0.0))
     assert same == recorded and dominated == pytest.approx(alone)
-    table = module.prior_table(result, [0.0, 50.0], [0.3], features, [0.0, 1e4])
+    table = module.prior_table(result, [0.0, 50.0], [0.3], features, [0.0, 1e4], keep_warm=0.0)
+    chosen = table.split("Chosen on validation")[1].split("**")[1]  # no warm floor: the best valid cold R@10
+    best = max(float(line.split(" | ")[2]) for line in table.splitlines() if line.startswith("| b = ")
+               or line.startswith("| mixture "))
+    assert float(table.split(f"| {chosen} | ")[1].split(" | ")[1]) == best
     assert f"| b = 0 | {result['best_valid_result']['recall@10']:.4f} |" in table  # valid of the best epoch
     assert "| mixture 0.3 | " in table
     assert table.count(f"| b = 0 | {result['best_valid_result']['recall@10']:.4f} |") == 1
@@ -88,3 +92,16 @@ def test_a_mixture_weight_outside_0_1_is_refused():
     module = cold_prior_module()
     with pytest.raises(argparse.ArgumentTypeError, match="strictly between 0 and 1"):
         module.share("1")
+
+
+def test_the_operating_point_is_the_best_cold_recall_that_keeps_the_warm_users():
+    module = cold_prior_module()
+    def row(name, warm, cold, overall):
+        return name, {"warm": warm, "cold": cold, "all": overall}, {}
+    rows = [row("b = 0", 0.10, 0.00, 0.09), row("b = 1", 0.097, 0.02, 0.089), row("b = 2", 0.094, 0.05, 0.090),
+            row("b = 1, + 5 x content", 0.12, 0.02, 0.110)]
+    assert module.chosen_on_validation(rows, 0.10, 0.95)[0] == "b = 1, + 5 x content"  # ties: the better R@10
+    assert module.chosen_on_validation(rows, 0.10, 0.90)[0] == "b = 2"
+    assert module.chosen_on_validation(rows, 0.10, 1.0)[0] == "b = 1, + 5 x content"
+    with pytest.raises(InputError, match="keep_warm"):
+        module.chosen_on_validation(rows, 0.10, 1.3)
