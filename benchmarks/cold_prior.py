@@ -9,8 +9,9 @@ recall@10 of the cold-target users when only the held-out items are ranked. ``b`
 part, each renormalised and given that fixed mass. ``--content FILE --content_weights ...`` adds the rows of a
 hybrid: the run's score plus ``w`` times ``ContentSimilarity``'s (the cosine of an item's features in FILE to the
 history's mean), which knows the held-out items as well as the others and tells, per user, which of them fit the
-history (each weight with each ``b``). ``--keep_warm 0.95`` names the row issue 17 asks for, chosen on validation
-alone: the best cold-target recall@10 that keeps 0.95 x the run's own warm recall@10. Then where the held-out items'
+history (each weight with each ``b``). ``--keep_warm 0.95`` adds the operating points issue 17 asks for, chosen on
+validation alone: for each content weight the largest ``b`` that keeps 0.95 x the run's own warm recall@10, and the
+best cold-target recall@10 of them; one rule, no grid, for every model. Then where the held-out items'
 codes landed (CEMG).
 
     python benchmarks/cold_prior.py benchmarks/results/beauty-cpu/cold/cold-sim-trained-title-2020.json \
@@ -24,6 +25,7 @@ The run's checkpoint must still exist where its result file says (``checkpoint``
 from __future__ import annotations
 
 import argparse
+import itertools
 import math
 import os
 import sys
@@ -157,54 +159,68 @@ def code_placement(codes: torch.Tensor, cold: torch.Tensor, warm: torch.Tensor) 
     return lines
 
 
-def chosen_on_validation(rows: list[tuple[str, dict[str, float], dict[str, float]]], warm: float,
-                         keep_warm: float) -> tuple[str, dict[str, float], dict[str, float]]:
-    """The row (name, valid and test metrics of ``with_prior``) with the best valid cold-target R@10 among those that
-    keep at least ``keep_warm`` x ``warm`` (the valid warm R@10 of the run as recorded); ties go to the better valid
-    R@10. Issue 17's operating point, read off validation only, so that every model is held to the same rule."""
-    floor = keep_warm * warm
-    allowed = [row for row in rows if row[1]["warm"] >= floor]
-    if not allowed:
-        raise InputError(f"no row keeps {keep_warm:g} x the run's valid warm R@10 ({warm:.4f}): lower --keep_warm or "
-                         "add --biases 0 (the run as recorded keeps all of it).")
-    return max(allowed, key=lambda row: (row[1]["cold"], row[1]["all"]))
+def largest_bias(batches, cold: torch.Tensor, floor: float, bound: float = 64.0, steps: int = 14) -> float | None:
+    """The largest constant ``b`` (within +-``bound``) whose warm recall@10 stays at or above ``floor``; ``None``
+    when none does. Adding ``b`` moves the held-out items, and only them, past the others: warm recall can only fall
+    and cold-target recall only rise as ``b`` grows, so this ``b`` is the most cold recall the floor allows."""
+    def keeps(bias: float) -> bool:
+        return with_prior(batches, cold, constant_prior(bias))["warm"] >= floor
+
+    low, high = -bound, bound
+    if not keeps(low):
+        return None
+    if keeps(high):
+        return high
+    for _ in range(steps):  # keeps(low) and not keeps(high) throughout
+        middle = (low + high) / 2
+        low, high = (middle, high) if keeps(middle) else (low, middle)
+    return low
 
 
 def prior_table(run: dict[str, Any], biases: list[float], shares: list[float] = (), content: str | None = None,
                 content_weights: list[float] = (), keep_warm: float | None = None) -> str:
     """One row per constant ``b`` of ``biases``, per mixture weight of ``shares`` and per pair of a weight of the
-    content similarity (from the features in ``content``) and a ``b``; with ``keep_warm``, the row
-    ``chosen_on_validation`` below the table."""
+    content similarity (from the features in ``content``) and a ``b``. With ``keep_warm``, the operating points
+    below it: for each content weight (0 included) the ``largest_bias`` that keeps ``keep_warm`` x the run's own
+    valid warm recall@10, all chosen on validation, and the one of them with the best valid cold-target recall@10."""
     model, data = rebuild(run)
     valid, test = scored(model, data.valid), scored(model, data.test)
     header = ["prior"] + [f"{split} {column}" for split in ("valid", "test")
                           for column in ("R@10", "cold R@10", "warm R@10", "cold share")]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    priors = [(f"b = {b:g}", constant_prior(b)) for b in biases] + [(f"mixture {w:g}", mixture_prior(w))
-                                                                   for w in shares]
-    def runs():  # one pair of fused splits at a time: each is as large as the scores
-        for name, prior in priors:
-            yield name, prior, valid, test
-        if not content_weights:
-            return
+
+    def row(name: str, prior, splits) -> str:
+        cells = [name]
+        for split in splits:
+            m = with_prior(split, data.cold, prior)
+            cells += [f"{m['all']:.4f}", f"{m['cold']:.4f}", f"{m['warm']:.4f}", f"{m['share']:.3f}"]
+        return "| " + " | ".join(cells) + " |"
+
+    lines += [row(f"b = {b:g}", constant_prior(b), (valid, test)) for b in biases]
+    lines += [row(f"mixture {w:g}", mixture_prior(w), (valid, test)) for w in shares]
+    with_weights = [(None, (valid, test))]  # the run alone, then with each content weight
+    if content_weights:
         similarity = content_similarity(run, data.train._dataset, content)
         content_valid, content_test = scored(similarity, data.valid), scored(similarity, data.test)
-        for w in content_weights:
-            fused = with_content(valid, content_valid, w), with_content(test, content_test, w)
-            for b in biases:
-                yield f"b = {b:g}, + {w:g} x content", constant_prior(b), *fused
-
-    def cells(m: dict[str, float]) -> list[str]:
-        return [f"{m['all']:.4f}", f"{m['cold']:.4f}", f"{m['warm']:.4f}", f"{m['share']:.3f}"]
-
-    rows = [(name, *(with_prior(split, data.cold, prior) for split in splits)) for name, prior, *splits in runs()]
-    lines += ["| " + " | ".join([name, *cells(v), *cells(t)]) + " |" for name, v, t in rows]
-    if keep_warm is not None:
-        recorded = with_prior(valid, data.cold, constant_prior(0.0))["warm"]
-        name, v, t = chosen_on_validation(rows, recorded, keep_warm)
-        lines += ["", f"Chosen on validation (best valid cold R@10 at valid warm R@10 >= {keep_warm:g} x the run's "
-                  f"own, {recorded:.4f}): **{name}**: test R@10 {t['all']:.4f}, cold R@10 {t['cold']:.4f}, warm R@10 "
-                  f"{t['warm']:.4f}, cold share {t['share']:.3f}."]
+        with_weights = itertools.chain(with_weights, (
+            (w, (with_content(valid, content_valid, w), with_content(test, content_test, w))) for w in content_weights))
+    points = []  # (valid cold R@10, valid R@10, row) of each operating point
+    own_warm = with_prior(valid, data.cold, constant_prior(0.0))["warm"]
+    floor = None if keep_warm is None else keep_warm * own_warm
+    for w, splits in with_weights:  # one pair of fused splits at a time: each is as large as the scores
+        plus = "" if w is None else f", + {w:g} x content"
+        if w is not None:
+            lines += [row(f"b = {b:g}{plus}", constant_prior(b), splits) for b in biases]
+        bias = None if floor is None else largest_bias(splits[0], data.cold, floor)
+        if bias is not None:
+            chosen = with_prior(splits[0], data.cold, constant_prior(bias))
+            points.append((chosen["cold"], chosen["all"], row(f"b = {bias:.3f}{plus}", constant_prior(bias), splits)))
+    if floor is not None:
+        lines += ["", f"Operating points, chosen on validation: for each content weight the largest b that keeps valid "
+                  f"warm R@10 >= {keep_warm:g} x the run's own ({own_warm:.4f}); **bold**: the best valid "
+                  "cold R@10 of them.", "", *lines[:2]]
+        best = max(points)[2] if points else None
+        lines += [p.replace("| b", "| **b", 1).replace(" |", "** |", 1) if p == best else p for _, _, p in points]
     lines += ["", f"Test cold-target users ({int(data.cold[torch.cat([t for _, t in test])].sum())}), only the "
               f"{int(data.cold.sum())} held-out items ranked: R@10 {among_cold_only(test, data.cold):.4f}.", ""]
     if hasattr(model, "item_codes"):

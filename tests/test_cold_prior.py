@@ -45,10 +45,13 @@ def test_the_reloaded_run_reproduces_its_record_and_a_prior_moves_lists_toward_c
     dominated = module.with_prior(module.with_content(test, content, 1e4), data.cold, module.constant_prior(0.0))
     assert same == recorded and dominated == pytest.approx(alone)
     table = module.prior_table(result, [0.0, 50.0], [0.3], features, [0.0, 1e4], keep_warm=0.0)
-    chosen = table.split("Chosen on validation")[1].split("**")[1]  # no warm floor: the best valid cold R@10
-    best = max(float(line.split(" | ")[2]) for line in table.splitlines() if line.startswith("| b = ")
-               or line.startswith("| mixture "))
-    assert float(table.split(f"| {chosen} | ")[1].split(" | ")[1]) == best
+    points = table.split("Operating points")[1].split("\n\n")[1].splitlines()[2:]  # the run, + 0 and + 1e4 x content
+    assert [p.replace("**", "").split(" | ")[0].split(", ")[1:] for p in points] == [[], ["+ 0 x content"], ["+ 10000 x content"]]
+    assert sum("**" in p for p in points) == 1
+    # no warm floor: each weight's b lifts the held-out items above everything, so the cold-target recall is theirs
+    # among the held-out items alone, for weight 0 the run's own order of them
+    assert f"| {module.among_cold_only(test, data.cold):.4f} |" in points[0]
+    table = module.prior_table(result, [0.0, 50.0], [0.3], features, [0.0, 1e4])
     assert f"| b = 0 | {result['best_valid_result']['recall@10']:.4f} |" in table  # valid of the best epoch
     assert "| mixture 0.3 | " in table
     assert table.count(f"| b = 0 | {result['best_valid_result']['recall@10']:.4f} |") == 1
@@ -94,14 +97,19 @@ def test_a_mixture_weight_outside_0_1_is_refused():
         module.share("1")
 
 
-def test_the_operating_point_is_the_best_cold_recall_that_keeps_the_warm_users():
+def test_the_largest_bias_is_the_most_cold_recall_that_keeps_the_warm_users():
     module = cold_prior_module()
-    def row(name, warm, cold, overall):
-        return name, {"warm": warm, "cold": cold, "all": overall}, {}
-    rows = [row("b = 0", 0.10, 0.00, 0.09), row("b = 1", 0.097, 0.02, 0.089), row("b = 2", 0.094, 0.05, 0.090),
-            row("b = 1, + 5 x content", 0.12, 0.02, 0.110)]
-    assert module.chosen_on_validation(rows, 0.10, 0.95)[0] == "b = 1, + 5 x content"  # ties: the better R@10
-    assert module.chosen_on_validation(rows, 0.10, 0.90)[0] == "b = 2"
-    assert module.chosen_on_validation(rows, 0.10, 1.0)[0] == "b = 1, + 5 x content"
-    with pytest.raises(InputError, match="keep_warm"):
-        module.chosen_on_validation(rows, 0.10, 1.3)
+    torch.manual_seed(1)
+    cold = torch.zeros(40, dtype=torch.bool)
+    cold[30:] = True
+    scores = torch.randn(200, 40) * 2 - 3 * cold.float()  # held-out items ranked low, as by a generator
+    scores[:, 0] = float("-inf")
+    batches = [(scores[:100], torch.randint(1, 40, (100,))), (scores[100:], torch.randint(1, 40, (100,)))]
+    recorded = module.with_prior(batches, cold, module.constant_prior(0.0))
+    floor = 0.9 * recorded["warm"]
+    bias = module.largest_bias(batches, cold, floor)
+    kept = module.with_prior(batches, cold, module.constant_prior(bias))
+    past = module.with_prior(batches, cold, module.constant_prior(bias + 0.02))
+    assert bias > 0 and kept["warm"] >= floor > past["warm"] and kept["cold"] >= recorded["cold"]
+    assert module.largest_bias(batches, cold, 0.0) == 64.0  # nothing to keep: every held-out item on top
+    assert module.largest_bias(batches, cold, 1.01) is None  # no b keeps more than every warm user
