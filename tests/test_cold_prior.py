@@ -46,7 +46,8 @@ def test_the_reloaded_run_reproduces_its_record_and_a_prior_moves_lists_toward_c
     assert same == recorded and dominated == pytest.approx(alone)
     table = module.prior_table(result, [0.0, 50.0], [0.3], features, [0.0, 1e4], keep_warm=0.0)
     points = table.split("Operating points")[1].split("\n\n")[1].splitlines()[2:]  # the run, + 0 and + 1e4 x content
-    assert [p.replace("**", "").split(" | ")[0].split(", ")[1:] for p in points] == [[], ["+ 0 x content"], ["+ 10000 x content"]]
+    names = [p.replace("**", "").split(" | ")[0] for p in points]
+    assert [n.split(", ")[1:] for n in names] == [[], ["+ 0 x content"], ["+ 10000 x content"]]
     assert sum("**" in p for p in points) == 1
     # no warm floor: each weight's b lifts the held-out items above everything, so the cold-target recall is theirs
     # among the held-out items alone, for weight 0 the run's own order of them
