@@ -35,25 +35,12 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the checkout, when not installed
 from recbole_cemg.checkpoints import read_checkpoint  # noqa: E402
-from recbole_cemg.compare import load_run, print_table  # noqa: E402
+from recbole_cemg.compare import data_overrides, load_run, print_table  # noqa: E402
 from recbole_cemg.config import Config  # noqa: E402
 from recbole_cemg.errors import InputError, command_line  # noqa: E402
 from recbole_cemg.quick_start import prepare_data  # noqa: E402
 from recbole_cemg.schema import schema  # noqa: E402
 from recbole_cemg.utils import get_model  # noqa: E402
-
-# Keys of a recorded config that rebuild the run's data and model (the rest are RecBole's run-time state).
-DATA_KEYS = ("data_path", "feature_path", "seed", "eval_batch_size", "checkpoint_dir", "MAX_ITEM_LIST_LENGTH")
-
-
-def data_overrides(run: dict[str, Any]) -> dict[str, Any]:
-    """The recorded keys that rebuild the run's data (the same held-out items: they are chosen from the seed)."""
-    recorded = run["config"]
-    overrides = {k: recorded[k] for k in DATA_KEYS if k in recorded}
-    if os.path.basename(os.path.normpath(overrides["data_path"])) == run["dataset"]:  # RecBole appends the name again
-        overrides["data_path"] = os.path.dirname(os.path.normpath(overrides["data_path"]))
-    return overrides
-
 
 def rebuild(run: dict[str, Any]) -> tuple[torch.nn.Module, Any]:
     """The run's model with its checkpoint's weights, and its data (the same held-out items, chosen from the seed)."""

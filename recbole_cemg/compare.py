@@ -286,6 +286,20 @@ def load_run(path: str) -> dict[str, Any]:
     return runs[0]
 
 
+# Keys of a recorded config that rebuild the run's data and model (the rest are RecBole's run-time state).
+DATA_KEYS = ("data_path", "feature_path", "seed", "eval_batch_size", "checkpoint_dir", "MAX_ITEM_LIST_LENGTH")
+
+
+def data_overrides(run: dict[str, Any]) -> dict[str, Any]:
+    """The recorded keys of a run (``load_run``) that rebuild its data, for the tools that reload a finished run
+    (the same held-out items too: they are chosen from the seed)."""
+    recorded = run["config"]
+    overrides = {k: recorded[k] for k in DATA_KEYS if k in recorded}
+    if os.path.basename(os.path.normpath(overrides["data_path"])) == run["dataset"]:  # RecBole appends the name again
+        overrides["data_path"] = os.path.dirname(os.path.normpath(overrides["data_path"]))
+    return overrides
+
+
 def print_table(table: str, output: str | None) -> None:
     """Print a markdown table, and write it atomically to ``output`` when given."""
     print(table, end="")
