@@ -26,12 +26,13 @@ from typing import Any
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the checkout, when not installed
-from recbole_cemg.compare import data_overrides, load_run, print_table  # noqa: E402
-from recbole_cemg.config import Config  # noqa: E402
+from recbole_cemg.compare import load_run, print_table, run_config  # noqa: E402
 from recbole_cemg.data.features import load_item_features  # noqa: E402
 from recbole_cemg.errors import InputError, command_line  # noqa: E402
 from recbole_cemg.evaluation import training_item_counts  # noqa: E402
+from recbole_cemg.io import atomic_write  # noqa: E402
 from recbole_cemg.model.rqvae import kmeans  # noqa: E402
+from recbole_cemg.model.tokenizer import deduplicate  # noqa: E402
 from recbole_cemg.quick_start import prepare_data  # noqa: E402
 from recbole_cemg.significance import POPULARITY_BUCKETS  # noqa: E402
 
@@ -51,15 +52,16 @@ def probe_r2(codes: torch.Tensor, size: int, embeddings: torch.Tensor, fitted: t
     return {name: float(1 - residual[m].pow(2).sum() / y[m].pow(2).sum()) for name, m in groups.items()}
 
 
-def residual_kmeans(x: torch.Tensor, levels: int, size: int, seed: int = 0) -> torch.Tensor:
-    """Codes ``[items, levels]`` of residual k-means: level l clusters what levels < l left over."""
+def residual_kmeans(x: torch.Tensor, levels: int, size: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Codes ``[items, levels]`` of residual k-means (level l clusters what levels < l left over) and the norm of
+    what the last level left (the de-duplication level's order, as the tokenizer's)."""
     generator, residual, codes = torch.Generator().manual_seed(seed), x.clone(), []
     for _ in range(levels):
         centroids = kmeans(residual, size, generator=generator)
         nearest = torch.cdist(residual, centroids).argmin(dim=1)
         codes.append(nearest)
         residual = residual - centroids[nearest]
-    return torch.stack(codes, dim=1)
+    return torch.stack(codes, dim=1), residual.norm(dim=1)
 
 
 def run_files(run: dict[str, Any]) -> tuple[str, str]:
@@ -73,7 +75,9 @@ def run_files(run: dict[str, Any]) -> tuple[str, str]:
     return files
 
 
-def probe_table(run: dict[str, Any], min_count: int = 5) -> str:
+def probe_table(run: dict[str, Any], min_count: int = 5, write_codes: str | None = None) -> str:
+    """The probe's table; ``write_codes``: also write the residual k-means codes (+ a de-duplication level) as a
+    codes file another run of the same data reads with ``tokenizer_path``."""
     codes_file, collab_file = run_files(run)
     with open(codes_file, encoding="utf-8") as f:
         table = json.load(f)
@@ -81,17 +85,22 @@ def probe_table(run: dict[str, Any], min_count: int = 5) -> str:
     size = max(table["level_sizes"][:-1])
     codes = torch.tensor([table["codes"][str(t)][:-1] for t in collab.item_tokens])  # no de-duplication level
     embeddings = torch.as_tensor(collab.features, dtype=torch.float64)
-    overrides = dict(data_overrides(run), cold_item_ratio=run["config"].get("cold_item_ratio", 0.0))
-    dataset = prepare_data(Config(model="SASRec", dataset=run["dataset"], config_dict=overrides)).train._dataset
+    dataset = prepare_data(run_config(run)).train._dataset
     counts_by_id = training_item_counts(dataset)
     counts = torch.stack([counts_by_id[dataset.token2id(dataset.iid_field, str(t))] for t in collab.item_tokens])
     fitted = counts >= min_count
     buckets = {label: (counts >= low) & (counts <= high) for label, low, high in POPULARITY_BUCKETS}
     groups = {"fitted": fitted, f"rare (< {min_count})": ~fitted, **{k: m for k, m in buckets.items() if m.any()}}
     unit = embeddings / embeddings.norm(dim=1, keepdim=True).clamp(min=1e-12)
+    clustered, residual = residual_kmeans(unit.float(), codes.shape[1], size)
     rows = {"the run's codes": probe_r2(codes, size, embeddings, fitted, groups),
             f"residual k-means of the embeddings, {codes.shape[1]} x {size}":
-                probe_r2(residual_kmeans(unit.float(), codes.shape[1], size), size, embeddings, fitted, groups)}
+                probe_r2(clustered, size, embeddings, fitted, groups)}
+    if write_codes:
+        unique = deduplicate(clustered, residual, table["level_sizes"][-1])
+        with atomic_write(write_codes, "w", encoding="utf-8") as f:
+            json.dump({"run": table["run"], "level_sizes": table["level_sizes"],
+                       "codes": {str(t): row for t, row in zip(collab.item_tokens, unique.tolist())}}, f)
     lines = [f"R^2 of the collaborative embedding from the codes, fitted on the {int(fitted.sum())} items with at "
              f"least {min_count} training interactions ({run['model']}, {codes_file}):", "",
              "| codes | " + " | ".join(f"{name} ({int(m.sum())})" for name, m in groups.items()) + " |",
@@ -105,9 +114,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("result", help="the result file of one CEMG run (run_cemg.py or compare.py output)")
     parser.add_argument("--min_count", type=int, default=5, help="fit on items with at least this many interactions")
+    parser.add_argument("--write_codes", default=None,
+                        help="also write the residual k-means codes to this .codes.json (a tokenizer_path)")
     parser.add_argument("--output", default=None, help="also write the table to this markdown file")
     args = parser.parse_args()
-    print_table(probe_table(load_run(args.result), args.min_count), args.output)
+    print_table(probe_table(load_run(args.result), args.min_count, args.write_codes), args.output)
 
 
 if __name__ == "__main__":

@@ -35,11 +35,10 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the checkout, when not installed
 from recbole_cemg.checkpoints import read_checkpoint  # noqa: E402
-from recbole_cemg.compare import data_overrides, load_run, print_table  # noqa: E402
+from recbole_cemg.compare import data_overrides, load_run, print_table, run_config  # noqa: E402
 from recbole_cemg.config import Config  # noqa: E402
 from recbole_cemg.errors import InputError, command_line  # noqa: E402
 from recbole_cemg.quick_start import prepare_data  # noqa: E402
-from recbole_cemg.schema import schema  # noqa: E402
 from recbole_cemg.utils import get_model  # noqa: E402
 
 def rebuild(run: dict[str, Any]) -> tuple[torch.nn.Module, Any]:
@@ -49,14 +48,9 @@ def rebuild(run: dict[str, Any]) -> tuple[torch.nn.Module, Any]:
         raise InputError(f"run '{run['model']}' held no items out (cold_item_ratio 0): nothing to calibrate.")
     if not run.get("checkpoint") or not os.path.isfile(run["checkpoint"]):
         raise InputError(f"run '{run['model']}': its checkpoint {run.get('checkpoint')!r} is gone; rerun it.")
-    model_name, dataset = recorded["model"], run["dataset"]
-    overrides = data_overrides(run)
-    defaults = Config(model=model_name, dataset=dataset, config_dict=overrides)
-    # the keys the run set: those of the schema whose recorded value is not what this config derives by itself
-    overrides.update({k: recorded[k] for k in schema(model_name) if k in recorded and recorded[k] != defaults[k]})
-    config = Config(model=model_name, dataset=dataset, config_dict=overrides)
+    config = run_config(run)
     data = prepare_data(config)
-    model = get_model(model_name)(config, data.train._dataset)
+    model = get_model(recorded["model"])(config, data.train._dataset)
     state = read_checkpoint(run["checkpoint"], "checkpoint")["state_dict"]
     getattr(model, "load_checkpoint_state", model.load_state_dict)(state)  # CEMG's also rebuilds its code table
     return model.eval(), data

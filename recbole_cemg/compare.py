@@ -18,11 +18,12 @@ import traceback
 from logging import getLogger
 from typing import Any, Callable
 
-from recbole_cemg.config import known_keys, read_config_file
+from recbole_cemg.config import Config, known_keys, read_config_file
 from recbole_cemg.errors import InputError, MissingFileError, UserError
 from recbole_cemg.evaluation import UserResults, read_user_results, store_user_results
 from recbole_cemg.io import atomic_write
 from recbole_cemg.quick_start import run_cemg, run_score_ensemble
+from recbole_cemg.schema import schema
 from recbole_cemg.significance import POPULARITY_BUCKETS, paired_difference, popularity_breakdown
 
 METRICS = ("recall@5", "ndcg@5", "recall@10", "ndcg@10")
@@ -298,6 +299,16 @@ def data_overrides(run: dict[str, Any]) -> dict[str, Any]:
     if os.path.basename(os.path.normpath(overrides["data_path"])) == run["dataset"]:  # RecBole appends the name again
         overrides["data_path"] = os.path.dirname(os.path.normpath(overrides["data_path"]))
     return overrides
+
+
+def run_config(run: dict[str, Any]) -> Config:
+    """The config a finished run (``load_run``) was trained with, rebuilt from its record: its data keys and every
+    key of its model's schema whose recorded value is not what the config derives by itself."""
+    recorded, overrides = run["config"], data_overrides(run)
+    defaults = Config(model=recorded["model"], dataset=run["dataset"], config_dict=overrides)
+    overrides.update({k: recorded[k] for k in schema(recorded["model"])
+                      if k in recorded and recorded[k] != defaults[k]})
+    return Config(model=recorded["model"], dataset=run["dataset"], config_dict=overrides)
 
 
 def print_table(table: str, output: str | None) -> None:
