@@ -36,6 +36,7 @@ from recbole_cemg.model.tokenizer import deduplicate  # noqa: E402
 from recbole_cemg.quick_start import prepare_data  # noqa: E402
 from recbole_cemg.significance import POPULARITY_BUCKETS  # noqa: E402
 
+
 def one_hot(codes: torch.Tensor, size: int) -> torch.Tensor:
     """``[items, levels]`` codes -> ``[items, levels * size]`` indicators, one block per level."""
     offsets = torch.arange(codes.shape[1]) * size

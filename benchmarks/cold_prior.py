@@ -170,10 +170,11 @@ def prior_table(run: dict[str, Any], biases: list[float], shares: list[float] = 
                           for column in ("R@10", "cold R@10", "warm R@10", "cold share")]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
 
-    def row(name: str, prior, splits) -> str:
+    def row(name: str, prior, splits, measured: list[dict[str, float]] = ()) -> str:
+        """A table row of ``prior`` on each split; ``measured``: the metrics of the first splits, already known."""
         cells = [name]
-        for split in splits:
-            m = with_prior(split, data.cold, prior)
+        for i, split in enumerate(splits):
+            m = measured[i] if i < len(measured) else with_prior(split, data.cold, prior)
             cells += [f"{m['all']:.4f}", f"{m['cold']:.4f}", f"{m['warm']:.4f}", f"{m['share']:.3f}"]
         return "| " + " | ".join(cells) + " |"
 
@@ -186,7 +187,7 @@ def prior_table(run: dict[str, Any], biases: list[float], shares: list[float] = 
         with_weights = itertools.chain(with_weights, (
             (w, (with_content(valid, content_valid, w), with_content(test, content_test, w))) for w in content_weights))
     points = []  # (valid cold R@10, valid R@10, row) of each operating point
-    own_warm = with_prior(valid, data.cold, constant_prior(0.0))["warm"]
+    own_warm = None if keep_warm is None else with_prior(valid, data.cold, constant_prior(0.0))["warm"]
     floor = None if keep_warm is None else keep_warm * own_warm
     for w, splits in with_weights:  # one pair of fused splits at a time: each is as large as the scores
         plus = "" if w is None else f", + {w:g} x content"
@@ -195,7 +196,8 @@ def prior_table(run: dict[str, Any], biases: list[float], shares: list[float] = 
         bias = None if floor is None else largest_bias(splits[0], data.cold, floor)
         if bias is not None:
             chosen = with_prior(splits[0], data.cold, constant_prior(bias))
-            points.append((chosen["cold"], chosen["all"], row(f"b = {bias:.3f}{plus}", constant_prior(bias), splits)))
+            points.append((chosen["cold"], chosen["all"],
+                           row(f"b = {bias:.3f}{plus}", constant_prior(bias), splits, [chosen])))
     if floor is not None:
         lines += ["", f"Operating points, chosen on validation: for each content weight the largest b that keeps valid "
                   f"warm R@10 >= {keep_warm:g} x the run's own ({own_warm:.4f}); **bold**: the best valid "
@@ -228,8 +230,9 @@ def main() -> None:
     parser.add_argument("--content_weights", type=float, nargs="*", default=[],
                         help="weights of the content similarity added to the run's score, each a row")
     parser.add_argument("--keep_warm", type=float, default=None,
-                        help="also name the row with the best valid cold R@10 among those keeping this share of the "
-                             "run's own valid warm R@10 (e.g. 0.95, issue 17's target)")
+                        help="also add the operating points: per content weight the largest b keeping this share of "
+                             "the run's own valid warm R@10 (e.g. 0.95, issue 17's target), the best valid cold R@10 "
+                             "of them in bold")
     parser.add_argument("--output", default=None, help="also write the table to this markdown file")
     args = parser.parse_args()
     if args.content_weights and not args.content:

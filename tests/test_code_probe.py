@@ -31,7 +31,8 @@ def test_codes_that_cluster_the_embeddings_carry_them_to_unseen_items_and_random
     carried = module.probe_r2(clustered, 16, embeddings, fitted, groups)
     shuffled = module.probe_r2(torch.randint(16, (600, 2), generator=generator), 16, embeddings, fitted, groups)
     assert carried["held out"] > 0.9 and carried["fitted"] > 0.9
-    assert shuffled["held out"] < min(0.05, shuffled["fitted"])  # random codes fit, weakly, only what they were fitted on
+    # random codes fit, weakly, only the items they were fitted on
+    assert shuffled["held out"] < min(0.05, shuffled["fitted"])
     x = module.one_hot(torch.tensor([[0, 2], [1, 0]]), 3)
     assert x.tolist() == [[1, 0, 0, 0, 0, 1], [0, 1, 0, 1, 0, 0]]
 
