@@ -8,7 +8,9 @@
 #   bash benchmarks/beauty_cpu.sh cold 2020        # cold start (cold_item_ratio 0.1): SASRec trained without the
 #                                                  # held-out items, then the CEMG variants of
 #                                                  # benchmarks/configs/beauty-cold.txt reading it
-#   bash benchmarks/beauty_cpu.sh ablations 2020 popularity   # only the listed variants (names of the list)
+#   bash benchmarks/beauty_cpu.sh ablations 2020 popularity   # only the listed variants (names of the list); a
+#                                                  # variant cut short continues from its last epoch (its run folder
+#                                                  # in $RUNS must survive: `park` keeps only SASRec runs)
 #   bash benchmarks/beauty_cpu.sh park sasrec-2021  # before a session ends: copy that unfinished SASRec's state to
 #                                                   # $OUT/unfinished/ and commit it; the next session's call continues it
 #
@@ -52,12 +54,15 @@ park() {   # name: the state of an unfinished run (resume state + best checkpoin
     echo "parked in $PARKED/$name: commit it; \`$0 sasrec <seed>\` (or cold) continues it"
 }
 
-variants() {   # output prefix, models (comparison syntax), extra key=value for every model
-    local prefix=$1 models=$2; shift 2
+variants() {   # output prefix, models (comparison syntax), extra key=value for every model; an interrupted run
+              # continues from its last epoch, its finished stages read back from $RUNS/<name>/
+    local prefix=$1 models=$2 state resume=(); shift 2
     [ -f "$prefix.json" ] && return
+    state=$(ls "$RUNS/$(basename "$prefix")"/CEMG-*.resume.pth 2>/dev/null | grep -v '\.collab\.resume\.pth$' | head -1)
+    [ -n "$state" ] && resume=(resume="${state%.resume.pth}.pth")
     python benchmarks/compare.py --models="$models" --dataset=Beauty --data_path=.devrun/data \
         --feature_path=.devrun/data/Beauty --output="$prefix" --set seed="$SEED" show_progress=False \
-        eval_batch_size=1024 checkpoint_dir="$RUNS/$(basename "$prefix")" "$@" < /dev/null \
+        eval_batch_size=1024 checkpoint_dir="$RUNS/$(basename "$prefix")" "${resume[@]}" "$@" < /dev/null \
         >> "$OUT/logs/$(basename "$prefix").log" 2>&1 \
         && return
     mv "$prefix.json" "$prefix.failed.json" 2>/dev/null   # so that the next call runs it again
