@@ -11,8 +11,9 @@ hybrid: the run's score plus ``w`` times ``ContentSimilarity``'s (the cosine of 
 history's mean), which knows the held-out items as well as the others and tells, per user, which of them fit the
 history (each weight with each ``b``). ``--keep_warm 0.95`` adds the operating points issue 17 asks for, chosen on
 validation alone: for each content weight the largest ``b`` that keeps 0.95 x the run's own warm recall@10, and the
-best cold-target recall@10 of them; one rule, no grid, for every model. Then where the held-out items'
-codes landed (CEMG).
+best cold-target recall@10 of them; one rule, no grid, for every model. ``--save FILE`` writes the chosen point
+as a result file, so that ``compare.py --merge`` tabulates the points of several seeds and models with paired tests
+(on all test users and on the cold-target ones). Then where the held-out items' codes landed (CEMG).
 
     python benchmarks/cold_prior.py benchmarks/results/beauty-cpu/cold/cold-sim-trained-title-2020.json \
         --biases 0 1 2 3 --shares 0.05 0.1 0.2 --output benchmarks/results/beauty-cpu/cold/prior-cold-sim-2020.md
@@ -25,7 +26,6 @@ The run's checkpoint must still exist where its result file says (``checkpoint``
 from __future__ import annotations
 
 import argparse
-import itertools
 import math
 import os
 import sys
@@ -38,7 +38,8 @@ from recbole_cemg.checkpoints import read_checkpoint  # noqa: E402
 from recbole_cemg.compare import data_overrides, load_run, print_table, run_config  # noqa: E402
 from recbole_cemg.config import Config  # noqa: E402
 from recbole_cemg.errors import InputError, command_line  # noqa: E402
-from recbole_cemg.quick_start import prepare_data  # noqa: E402
+from recbole_cemg.evaluation import UserResults, write_result_file  # noqa: E402
+from recbole_cemg.quick_start import add_cold_start, prepare_data  # noqa: E402
 from recbole_cemg.utils import get_model  # noqa: E402
 
 def rebuild(run: dict[str, Any]) -> tuple[torch.nn.Module, Any]:
@@ -100,19 +101,25 @@ def mixture_prior(share: float):
     return mixed
 
 
-def with_prior(batches, cold: torch.Tensor, prior, k: int = 10) -> dict[str, float]:
-    """recall@k of all, cold-target and warm users, and the cold share of the top-k lists, the scores adjusted by
-    ``prior`` (``constant_prior`` or ``mixture_prior``)."""
-    hits, is_cold, shares = [], [], []
+def ranked(batches, cold: torch.Tensor, prior, k: int = 10) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every user's target rank (1 = top) and top-``k`` list under the scores adjusted by ``prior``, as RecBole's
+    evaluation ranks them (``PerUserRecording``)."""
+    ranks, top = [], []
     for scores, targets in batches:
         shifted = prior(scores, cold)
         target_score = shifted[torch.arange(len(targets)), targets]
-        hits.append(((shifted > target_score.unsqueeze(1)).sum(1) < k).float())
-        is_cold.append(cold[targets])
-        shares.append(cold[shifted.topk(k, dim=1).indices].float().mean(1))
-    hit, held = torch.cat(hits), torch.cat(is_cold)
+        ranks.append((shifted > target_score.unsqueeze(1)).sum(1) + 1)
+        top.append(shifted.topk(k, dim=1).indices)
+    return torch.cat(ranks), torch.cat(top)
+
+
+def with_prior(batches, cold: torch.Tensor, prior, k: int = 10) -> dict[str, float]:
+    """recall@k of all, cold-target and warm users, and the cold share of the top-k lists, the scores adjusted by
+    ``prior`` (``constant_prior`` or ``mixture_prior``)."""
+    ranks, top = ranked(batches, cold, prior, k)
+    hit, held = (ranks <= k).float(), cold[torch.cat([targets for _, targets in batches])]
     return {"all": float(hit.mean()), "cold": float(hit[held].mean()), "warm": float(hit[~held].mean()),
-            "share": float(torch.cat(shares).mean())}
+            "share": float(cold[top].float().mean())}
 
 
 def among_cold_only(batches, cold: torch.Tensor, k: int = 10) -> float:
@@ -159,11 +166,13 @@ def largest_bias(batches, cold: torch.Tensor, floor: float, bound: float = 64.0,
 
 
 def prior_table(run: dict[str, Any], biases: list[float], shares: list[float] = (), content: str | None = None,
-                content_weights: list[float] = (), keep_warm: float | None = None) -> str:
+                content_weights: list[float] = (), keep_warm: float | None = None,
+                save: str | None = None) -> str:
     """One row per constant ``b`` of ``biases``, per mixture weight of ``shares`` and per pair of a weight of the
     content similarity (from the features in ``content``) and a ``b``. With ``keep_warm``, the operating points
     below it: for each content weight (0 included) the ``largest_bias`` that keeps ``keep_warm`` x the run's own
-    valid warm recall@10, all chosen on validation, and the one of them with the best valid cold-target recall@10."""
+    valid warm recall@10, all chosen on validation, and the one of them with the best valid cold-target recall@10;
+    ``save`` writes that one as a result file (``operating_point_result``)."""
     model, data = rebuild(run)
     valid, test = scored(model, data.valid), scored(model, data.test)
     header = ["prior"] + [f"{split} {column}" for split in ("valid", "test")
@@ -180,16 +189,22 @@ def prior_table(run: dict[str, Any], biases: list[float], shares: list[float] = 
 
     lines += [row(f"b = {b:g}", constant_prior(b), (valid, test)) for b in biases]
     lines += [row(f"mixture {w:g}", mixture_prior(w), (valid, test)) for w in shares]
-    with_weights = [(None, (valid, test))]  # the run alone, then with each content weight
     if content_weights:
         similarity = content_similarity(run, data.train._dataset, content)
-        content_valid, content_test = scored(similarity, data.valid), scored(similarity, data.test)
-        with_weights = itertools.chain(with_weights, (
-            (w, (with_content(valid, content_valid, w), with_content(test, content_test, w))) for w in content_weights))
-    points = []  # (valid cold R@10, valid R@10, row) of each operating point
+        content_splits = scored(similarity, data.valid), scored(similarity, data.test)
+
+    def fused(weight: float | None) -> tuple[list, list]:
+        """The run's valid and test scores, plus ``weight`` x the content similarity's (None: the run alone); one
+        pair at a time, each as large as the scores."""
+        if weight is None:
+            return valid, test
+        return tuple(with_content(split, by_content, weight) for split, by_content in zip((valid, test), content_splits))
+
+    points = []  # (valid cold R@10, valid R@10, row, content weight, b) of each operating point
     own_warm = None if keep_warm is None else with_prior(valid, data.cold, constant_prior(0.0))["warm"]
     floor = None if keep_warm is None else keep_warm * own_warm
-    for w, splits in with_weights:  # one pair of fused splits at a time: each is as large as the scores
+    for w in [None, *content_weights]:
+        splits = fused(w)
         plus = "" if w is None else f", + {w:g} x content"
         if w is not None:
             lines += [row(f"b = {b:g}{plus}", constant_prior(b), splits) for b in biases]
@@ -197,18 +212,52 @@ def prior_table(run: dict[str, Any], biases: list[float], shares: list[float] = 
         if bias is not None:
             chosen = with_prior(splits[0], data.cold, constant_prior(bias))
             points.append((chosen["cold"], chosen["all"],
-                           row(f"b = {bias:.3f}{plus}", constant_prior(bias), splits, [chosen])))
+                           row(f"b = {bias:.3f}{plus}", constant_prior(bias), splits, [chosen]), w, bias))
     if floor is not None:
         lines += ["", f"Operating points, chosen on validation: for each content weight the largest b that keeps valid "
                   f"warm R@10 >= {keep_warm:g} x the run's own ({own_warm:.4f}); **bold**: the best valid "
                   "cold R@10 of them.", "", *lines[:2]]
-        best = max(points)[2] if points else None
-        lines += [p.replace("| b", "| **b", 1).replace(" |", "** |", 1) if p == best else p for _, _, p in points]
+        best = max(points, key=lambda p: p[:2]) if points else None
+        lines += [p[2].replace("| b", "| **b", 1).replace(" |", "** |", 1) if p is best else p[2] for p in points]
+        if save and best:
+            write_result_file(operating_point_result(run, data, fused(best[3]), best[3], best[4], keep_warm), save)
+            lines += ["", f"The bold point's result file: {save}."]
     lines += ["", f"Test cold-target users ({int(data.cold[torch.cat([t for _, t in test])].sum())}), only the "
               f"{int(data.cold.sum())} held-out items ranked: R@10 {among_cold_only(test, data.cold):.4f}.", ""]
     if hasattr(model, "item_codes"):
         lines += code_placement(model.item_codes.cpu(), data.cold, model.warm_items)
     return "\n".join(lines) + "\n"
+
+
+def user_results(batches, loader, cold: torch.Tensor, prior, item_counts: torch.Tensor) -> UserResults:
+    """The per-user results of ``batches`` (scored from ``loader``, in its order) under ``prior``."""
+    ranks, top = ranked(batches, cold, prior)
+    dataset = loader._dataset
+    users = torch.cat([interaction[dataset.uid_field] for interaction, *_ in loader])
+    targets = torch.cat([targets for _, targets in batches])
+    return UserResults(users=list(dataset.id2token(dataset.uid_field, users.numpy())),
+                       items=list(dataset.id2token(dataset.iid_field, targets.numpy())), ranks=ranks.numpy(),
+                       train_counts=item_counts[targets].numpy(), targets=targets.numpy(), top=top.numpy())
+
+
+def operating_point_result(run: dict[str, Any], data, splits, weight: float | None, bias: float,
+                           keep_warm: float) -> dict[str, Any]:
+    """An operating point as a result of its own (the run's record, its metrics replaced), named alike for every
+    seed so that ``compare.py --merge`` puts the seeds of one model's point in one row, with its cold-start section
+    and per-user results for the paired tests."""
+    prior = constant_prior(bias)
+    valid, test = (user_results(split, loader, data.cold, prior, data.item_counts)
+                   for split, loader in zip(splits, (data.valid, data.test)))
+    metrics = [m for m in run["test_result"] if m.partition("@")[0] in ("recall", "ndcg", "hit")]
+    content = " + content" if weight else ""
+    result = {**run, "model": f"{run['model']}{content}, held-out prior (warm >= {keep_warm:g}x)",
+              "best_valid_result": {m: round(float(valid.metric(m).mean()), 4) for m in metrics},
+              "test_result": {m: round(float(test.metric(m).mean()), 4) for m in metrics}, "per_user": test,
+              "operating_point": {"content_weight": weight or 0.0, "bias": bias, "keep_warm": keep_warm,
+                                  "of": run["model"]},
+              "score_fusion": None, "collaborative": None}
+    add_cold_start(result, data, data.test._dataset)
+    return result
 
 
 def share(value: str) -> float:
@@ -233,12 +282,17 @@ def main() -> None:
                         help="also add the operating points: per content weight the largest b keeping this share of "
                              "the run's own valid warm R@10 (e.g. 0.95, issue 17's target), the best valid cold R@10 "
                              "of them in bold")
+    parser.add_argument("--save", default=None,
+                        help="with --keep_warm: write the bold operating point as a result file (.json, its per-user "
+                             "results beside it) that compare.py --merge tabulates over seeds with paired tests")
     parser.add_argument("--output", default=None, help="also write the table to this markdown file")
     args = parser.parse_args()
     if args.content_weights and not args.content:
         parser.error("--content_weights needs --content, the text feature file to score the items by")
+    if args.save and args.keep_warm is None:
+        parser.error("--save writes the operating point that --keep_warm chooses: give --keep_warm too")
     table = prior_table(load_run(args.result), args.biases, args.shares, args.content, args.content_weights,
-                        args.keep_warm)
+                        args.keep_warm, args.save)
     print_table(table, args.output)
 
 

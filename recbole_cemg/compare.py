@@ -235,11 +235,16 @@ def summarise(rows: list[dict[str, Any]], reference: str | None = None) -> list[
             entry[f"{key} std"] = statistics.stdev(series) if len(series) > 1 else 0.0
         if reference and model != reference and users[model] and users.get(reference):
             entry["reference"] = reference
-            for metric in PAIRED_METRICS:
-                diff = paired_difference(users[model], users[reference], metric)
-                entry.update({f"vs ref {metric}": diff.mean, f"vs ref {metric} low": diff.low,
-                              f"vs ref {metric} high": diff.high, f"vs ref {metric} p": diff.p_value,
-                              f"vs ref {metric} verdict": diff.verdict})
+            pairs = [(metric, users[model], users[reference]) for metric in PAIRED_METRICS]
+            if all(u.held_out is not None for u in users[model] + users[reference]):  # cold start: the cold targets
+                mine, theirs = ([u.held_out_only() for u in users[name]] for name in (model, reference))
+                if len({u for r in mine for u in r.users} & {u for r in theirs for u in r.users}) > 1:
+                    pairs += [(f"cold {metric}", mine, theirs) for metric in COLD_METRICS]
+            for name, mine, theirs in pairs:
+                diff = paired_difference(mine, theirs, name.removeprefix("cold "))
+                entry.update({f"vs ref {name}": diff.mean, f"vs ref {name} low": diff.low,
+                              f"vs ref {name} high": diff.high, f"vs ref {name} p": diff.p_value,
+                              f"vs ref {name} verdict": diff.verdict})
         if users[model]:
             for bucket in popularity_breakdown(users[model], list(PAIRED_METRICS)):
                 entry[f"popularity {bucket['bucket']} share"] = bucket["share"]
@@ -333,7 +338,8 @@ def markdown_table(summary: list[dict[str, Any]]) -> str:
     cold = [c for c in ["cold users"] + [f"{part} {m}" for part in ("cold", "warm") for m in COLD_METRICS]
             + ["cold share@10"] if any(c in e for e in summary)]
     columns = [f"test {m}" for m in METRICS] + ["valid ndcg@10"] + cold + ["train s", "test s"]
-    paired = [m for m in PAIRED_METRICS if any(f"vs ref {m}" in e for e in summary)]
+    paired = [m for m in [*PAIRED_METRICS, *(f"cold {m}" for m in COLD_METRICS)]
+              if any(f"vs ref {m}" in e for e in summary)]
     reference = next((e["reference"] for e in summary if "reference" in e), None)
     header = columns + [f"Δ {m} vs {reference}" for m in paired]
     lines = ["| model | seeds | " + " | ".join(header) + " | parameters |", "|---" * (len(header) + 3) + "|"]
@@ -360,7 +366,9 @@ def markdown_table(summary: list[dict[str, Any]]) -> str:
     if paired:
         lines.append(f"\nΔ: paired difference of the per-user test metric against {reference} over the same test "
                      "users (each user's mean over seeds), with the 95 % confidence interval of a paired t-test; "
-                     "▲ / ▼: a significant win / loss.")
+                     "▲ / ▼: a significant win / loss." + (" Δ cold: over the test users whose target was held out "
+                                                           "(each user's mean over the seeds it was one in)."
+                                                           if any(m.startswith("cold ") for m in paired) else ""))
     buckets = [label for label, _, _ in POPULARITY_BUCKETS]
     popular = [e for e in summary if f"popularity {buckets[0]} share" in e]
     if popular:

@@ -12,6 +12,7 @@ import contextlib
 import csv
 import gzip
 import io
+import json
 import os
 from dataclasses import dataclass
 from typing import Iterator
@@ -56,6 +57,12 @@ class UserResults:
         return UserResults([u for u, k in zip(self.users, keep) if k], [i for i, k in zip(self.items, keep) if k],
                            self.ranks[keep], self.train_counts[keep],
                            None if self.held_out is None else self.held_out[keep])
+
+    def held_out_only(self) -> UserResults:
+        """The rows whose target item was held out of training (runs with cold_item_ratio > 0)."""
+        if self.held_out is None:
+            raise InputError("these per-user results have no held_out column: the run held no items out.")
+        return self.select({user for user, out in zip(self.users, self.held_out) if out})
 
     def write(self, path: str, metrics: list[str]) -> None:
         """A tab-separated file (atomic; gzip-compressed when ``path`` ends with .gz, byte-identical for the same
@@ -113,6 +120,15 @@ def store_user_results(result: dict, stem: str, folder: str) -> dict:
         if isinstance(stored.get(key), dict):
             stored[key] = store(stored[key], f".{key}")
     return stored
+
+
+def write_result_file(result: dict, path: str) -> None:
+    """One run's result as a JSON file (atomic), its per-user results beside it (``store_user_results``), in the
+    form ``compare.py --merge`` reads."""
+    folder = os.path.dirname(os.path.abspath(path))
+    stored = store_user_results(result, os.path.splitext(path)[0], folder)
+    with atomic_write(path, "w", encoding="utf-8") as f:
+        json.dump(stored, f, indent=2, default=str)
 
 
 def read_user_results(result: dict, folder: str) -> dict:

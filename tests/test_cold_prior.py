@@ -9,6 +9,7 @@ import pytest
 import torch
 from conftest import ROOT
 
+from recbole_cemg.compare import load_run, markdown_table, summarise
 from recbole_cemg.errors import InputError
 from recbole_cemg.quick_start import run_cemg
 
@@ -20,7 +21,7 @@ def cold_prior_module():
     return module
 
 
-def test_the_reloaded_run_reproduces_its_record_and_a_prior_moves_lists_toward_cold_items(tiny_run_config):
+def test_the_reloaded_run_reproduces_its_record_and_a_prior_moves_lists_toward_cold_items(tiny_run_config, tmp_path):
     config = dict(tiny_run_config["config_dict"], cold_item_ratio=0.15, epochs=2, tokenizer_epochs=10,
                   loss_candidates="trained")
     result = run_cemg("CEMG", "tiny", tiny_run_config["config_file_list"], config, verbose=False)
@@ -44,7 +45,8 @@ def test_the_reloaded_run_reproduces_its_record_and_a_prior_moves_lists_toward_c
     same = module.with_prior(module.with_content(test, content, 0.0), data.cold, module.constant_prior(0.0))
     dominated = module.with_prior(module.with_content(test, content, 1e4), data.cold, module.constant_prior(0.0))
     assert same == recorded and dominated == pytest.approx(alone)
-    table = module.prior_table(result, [0.0, 50.0], [0.3], features, [0.0, 1e4], keep_warm=0.0)
+    saved = tmp_path / "point.json"
+    table = module.prior_table(result, [0.0, 50.0], [0.3], features, [0.0, 1e4], keep_warm=0.0, save=str(saved))
     points = table.split("Operating points")[1].split("\n\n")[1].splitlines()[2:]  # the run, + 0 and + 1e4 x content
     names = [p.replace("**", "").split(" | ")[0] for p in points]
     assert [n.split(", ")[1:] for n in names] == [[], ["+ 0 x content"], ["+ 10000 x content"]]
@@ -52,6 +54,21 @@ def test_the_reloaded_run_reproduces_its_record_and_a_prior_moves_lists_toward_c
     # no warm floor: each weight's b lifts the held-out items above everything, so the cold-target recall is theirs
     # among the held-out items alone, for weight 0 the run's own order of them
     assert f"| {module.among_cold_only(test, data.cold):.4f} |" in points[0]
+    # the bold point as a result file: its test cells are its metrics, and it merges beside the run it came from
+    point = load_run(str(saved))
+    bold = next(p for p in points if "**" in p).replace("**", "").split(" | ")
+    test_all, test_cold, test_warm, test_share = (float(c.strip(" |")) for c in bold[5:9])
+    assert point["operating_point"]["bias"] == 64.0 and point["model"].startswith("CEMG")
+    assert point["test_result"]["recall@10"] == pytest.approx(test_all, abs=1e-4)
+    assert point["cold_start"]["test_result"]["recall@10"] == pytest.approx(test_cold, abs=1e-4)
+    assert point["cold_start"]["warm_result"]["recall@10"] == pytest.approx(test_warm, abs=1e-4)
+    assert point["cold_start"]["cold_share@10"] == pytest.approx(test_share, abs=1e-3)
+    assert point["per_user"].held_out.sum() == point["cold_start"]["test_users"] > 1
+    [run_row, point_row] = summarise([result, point], reference=result["model"])
+    cold_gain = point["cold_start"]["test_result"]["recall@10"] - result["cold_start"]["test_result"]["recall@10"]
+    assert point_row["vs ref cold recall@10"] == pytest.approx(cold_gain, abs=2e-4)  # one seed: the difference
+    assert point_row["vs ref recall@10"] == pytest.approx(test_all - result["test_result"]["recall@10"], abs=2e-4)
+    assert "Δ cold recall@10 vs CEMG" in markdown_table([run_row, point_row])
     table = module.prior_table(result, [0.0, 50.0], [0.3], features, [0.0, 1e4])
     assert f"| b = 0 | {result['best_valid_result']['recall@10']:.4f} |" in table  # valid of the best epoch
     assert "| mixture 0.3 | " in table

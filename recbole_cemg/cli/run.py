@@ -15,14 +15,11 @@ Any further ``--key=value`` overrides a config value, as with RecBole's own run 
 from __future__ import annotations
 
 import argparse
-import json
-import os
 
 from recbole_cemg.cli.compare import parse_seeds
 from recbole_cemg.compare import compare, split_models, stop_if_any_failed
 from recbole_cemg.errors import InputError, add_debug_flag, command_line
-from recbole_cemg.evaluation import store_user_results
-from recbole_cemg.io import atomic_write
+from recbole_cemg.evaluation import write_result_file
 from recbole_cemg.quick_start import run
 
 
@@ -59,10 +56,7 @@ def main() -> None:
     result = run(args.model, args.dataset, config_files, nproc=args.nproc, world_size=args.world_size, ip=args.ip,
                  port=args.port, group_offset=args.group_offset)
     if args.result_file and result is not None:
-        folder = os.path.dirname(os.path.abspath(args.result_file))
-        stored = store_user_results(result, os.path.splitext(args.result_file)[0], folder)
-        with atomic_write(args.result_file, "w", encoding="utf-8") as f:
-            json.dump(stored, f, indent=2, default=str)
+        write_result_file(result, args.result_file)
 
 
 if __name__ == "__main__":
