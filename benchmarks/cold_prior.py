@@ -10,7 +10,8 @@ part, each renormalised and given that fixed mass. ``--content FILE --content_we
 hybrid: the run's score plus ``w`` times ``ContentSimilarity``'s (the cosine of an item's features in FILE to the
 history's mean), which knows the held-out items as well as the others and tells, per user, which of them fit the
 history (each weight with each ``b``). ``--keep_warm 0.95`` adds the operating points issue 17 asks for, chosen on
-validation alone: for each content weight the largest ``b`` that keeps 0.95 x the run's own warm recall@10, and the
+validation alone: for each content weight the largest ``b`` that keeps 0.95 x the warm recall@10 of the same model
+at cold_item_ratio 0 (``--warm_reference``; default: this run) with the same content weight and no prior, and the
 best cold-target recall@10 of them; one rule, no grid, for every model. ``--save FILE`` writes the chosen point
 as a result file, so that ``compare.py --merge`` tabulates the points of several seeds and models with paired tests
 (on all test users and on the cold-target ones). Then where the held-out items' codes landed (CEMG).
@@ -18,7 +19,8 @@ as a result file, so that ``compare.py --merge`` tabulates the points of several
     python benchmarks/cold_prior.py benchmarks/results/beauty-cpu/cold/cold-sim-trained-title-2020.json \
         --biases 0 1 2 3 --shares 0.05 0.1 0.2 --output benchmarks/results/beauty-cpu/cold/prior-cold-sim-2020.md
     python benchmarks/cold_prior.py benchmarks/results/beauty-cpu/cold-sasrec-2020.json --biases 0 \
-        --content .devrun/data/Beauty/Beauty.title_categories.npz --content_weights 5 10 20 --keep_warm 0.95
+        --content .devrun/data/Beauty/Beauty.title_categories.npz --content_weights 5 10 20 --keep_warm 0.95 \
+        --warm_reference benchmarks/results/beauty-cpu/sasrec-2020.json --save sasrec-point-2020.json
 
 The run's checkpoint must still exist where its result file says (``checkpoint``).
 """
@@ -42,10 +44,11 @@ from recbole_cemg.evaluation import UserResults, write_result_file  # noqa: E402
 from recbole_cemg.quick_start import add_cold_start, prepare_data  # noqa: E402
 from recbole_cemg.utils import get_model  # noqa: E402
 
-def rebuild(run: dict[str, Any]) -> tuple[torch.nn.Module, Any]:
-    """The run's model with its checkpoint's weights, and its data (the same held-out items, chosen from the seed)."""
+def rebuild(run: dict[str, Any], held_out: bool = True) -> tuple[torch.nn.Module, Any]:
+    """The run's model with its checkpoint's weights, and its data (the same held-out items, chosen from the seed);
+    ``held_out``: refuse a run that held no items out."""
     recorded = run["config"]
-    if not recorded.get("cold_item_ratio"):
+    if held_out and not recorded.get("cold_item_ratio"):
         raise InputError(f"run '{run['model']}' held no items out (cold_item_ratio 0): nothing to calibrate.")
     if not run.get("checkpoint") or not os.path.isfile(run["checkpoint"]):
         raise InputError(f"run '{run['model']}': its checkpoint {run.get('checkpoint')!r} is gone; rerun it.")
@@ -55,6 +58,22 @@ def rebuild(run: dict[str, Any]) -> tuple[torch.nn.Module, Any]:
     state = read_checkpoint(run["checkpoint"], "checkpoint")["state_dict"]
     getattr(model, "load_checkpoint_state", model.load_state_dict)(state)  # CEMG's also rebuilds its code table
     return model.eval(), data
+
+
+def reference_scores(reference: dict[str, Any], run: dict[str, Any], valid, test) -> tuple[list, list]:
+    """The valid and test scores of ``reference``, a run of the same data with no items held out, user by user
+    beside ``run``'s (``valid``, ``test``): the warm recall a cold-start run is held to (issue 17)."""
+    if reference["dataset"] != run["dataset"] or reference["config"].get("cold_item_ratio"):
+        raise InputError(f"--warm_reference: '{reference['model']}' must be a run of {run['dataset']} at "
+                         "cold_item_ratio 0 (the same model without held-out items).")
+    model, data = rebuild(reference, held_out=False)
+    splits = scored(model, data.valid), scored(model, data.test)
+    for mine, theirs in zip(splits, (valid, test)):
+        if [len(t) for _, t in mine] != [len(t) for _, t in theirs] or not all(
+                torch.equal(a, b) for (_, a), (_, b) in zip(mine, theirs)):
+            raise InputError(f"--warm_reference: '{reference['model']}' was evaluated on other users or targets, or "
+                             "in other batches: give a run of the same data split with the same eval_batch_size.")
+    return splits
 
 
 @torch.no_grad()
@@ -167,12 +186,13 @@ def largest_bias(batches, cold: torch.Tensor, floor: float, bound: float = 64.0,
 
 def prior_table(run: dict[str, Any], biases: list[float], shares: list[float] = (), content: str | None = None,
                 content_weights: list[float] = (), keep_warm: float | None = None,
-                save: str | None = None) -> str:
+                save: str | None = None, warm_reference: dict[str, Any] | None = None) -> str:
     """One row per constant ``b`` of ``biases``, per mixture weight of ``shares`` and per pair of a weight of the
     content similarity (from the features in ``content``) and a ``b``. With ``keep_warm``, the operating points
-    below it: for each content weight (0 included) the ``largest_bias`` that keeps ``keep_warm`` x the run's own
-    valid warm recall@10, all chosen on validation, and the one of them with the best valid cold-target recall@10;
-    ``save`` writes that one as a result file (``operating_point_result``)."""
+    below it: for each content weight (0 included) the ``largest_bias`` that keeps ``keep_warm`` x the valid warm
+    recall@10 of ``warm_reference`` (a run of the same data at cold_item_ratio 0; default: this run) with the same
+    content weight and no prior, all chosen on validation, and the one of them with the best valid cold-target
+    recall@10; ``save`` writes that one as a result file (``operating_point_result``)."""
     model, data = rebuild(run)
     valid, test = scored(model, data.valid), scored(model, data.test)
     header = ["prior"] + [f"{split} {column}" for split in ("valid", "test")
@@ -193,34 +213,42 @@ def prior_table(run: dict[str, Any], biases: list[float], shares: list[float] = 
         similarity = content_similarity(run, data.train._dataset, content)
         content_splits = scored(similarity, data.valid), scored(similarity, data.test)
 
-    def fused(weight: float | None) -> tuple[list, list]:
-        """The run's valid and test scores, plus ``weight`` x the content similarity's (None: the run alone); one
+    def fused(splits, weight: float | None) -> tuple[list, ...]:
+        """``splits`` (valid and test scores) plus ``weight`` x the content similarity's (None: as they are); one
         pair at a time, each as large as the scores."""
         if weight is None:
-            return valid, test
-        return tuple(with_content(split, by_content, weight) for split, by_content in zip((valid, test), content_splits))
+            return splits
+        return tuple(with_content(split, by_content, weight) for split, by_content in zip(splits, content_splits))
 
-    points = []  # (valid cold R@10, valid R@10, row, content weight, b) of each operating point
-    own_warm = None if keep_warm is None else with_prior(valid, data.cold, constant_prior(0.0))["warm"]
-    floor = None if keep_warm is None else keep_warm * own_warm
+    # the warm recall to keep: the reference's (default: this run's) with the same content weight and no prior
+    reference = (valid, test) if warm_reference is None else reference_scores(warm_reference, run, valid, test)
+    reference_name = "the run's own" if warm_reference is None else f"that of {warm_reference['model']} (ratio 0)"
+    points, levels = [], []  # (valid cold R@10, valid R@10, row, content weight, b) of each operating point
     for w in [None, *content_weights]:
-        splits = fused(w)
+        splits = fused((valid, test), w)
         plus = "" if w is None else f", + {w:g} x content"
         if w is not None:
             lines += [row(f"b = {b:g}{plus}", constant_prior(b), splits) for b in biases]
-        bias = None if floor is None else largest_bias(splits[0], data.cold, floor)
+        if keep_warm is None:
+            continue
+        level = [with_prior(split, data.cold, constant_prior(0.0))["warm"] for split in fused(reference, w)]
+        levels.append(f"{'alone' if w is None else f'+ {w:g} x content'} {level[0]:.4f} (test {level[1]:.4f})")
+        bias = largest_bias(splits[0], data.cold, keep_warm * level[0])
         if bias is not None:
             chosen = with_prior(splits[0], data.cold, constant_prior(bias))
             points.append((chosen["cold"], chosen["all"],
-                           row(f"b = {bias:.3f}{plus}", constant_prior(bias), splits, [chosen]), w, bias))
-    if floor is not None:
+                           row(f"b = {bias:.3f}{plus}", constant_prior(bias), splits, [chosen]), w, bias, level))
+    if keep_warm is not None:
         lines += ["", f"Operating points, chosen on validation: for each content weight the largest b that keeps valid "
-                  f"warm R@10 >= {keep_warm:g} x the run's own ({own_warm:.4f}); **bold**: the best valid "
-                  "cold R@10 of them.", "", *lines[:2]]
+                  f"warm R@10 >= {keep_warm:g} x {reference_name} with the same content weight and no prior "
+                  f"({'; '.join(levels)}); **bold**: the best valid cold R@10 of them.", "", *lines[:2]]
         best = max(points, key=lambda p: p[:2]) if points else None
         lines += [p[2].replace("| b", "| **b", 1).replace(" |", "** |", 1) if p is best else p[2] for p in points]
         if save and best:
-            write_result_file(operating_point_result(run, data, fused(best[3]), best[3], best[4], keep_warm), save)
+            result = operating_point_result(run, data, fused((valid, test), best[3]), best[3], best[4], keep_warm)
+            result["operating_point"]["warm_reference"] = {"model": warm_reference["model"] if warm_reference
+                                                           else "itself", "valid": best[5][0], "test": best[5][1]}
+            write_result_file(result, save)
             lines += ["", f"The bold point's result file: {save}."]
     lines += ["", f"Test cold-target users ({int(data.cold[torch.cat([t for _, t in test])].sum())}), only the "
               f"{int(data.cold.sum())} held-out items ranked: R@10 {among_cold_only(test, data.cold):.4f}.", ""]
@@ -280,19 +308,22 @@ def main() -> None:
                         help="weights of the content similarity added to the run's score, each a row")
     parser.add_argument("--keep_warm", type=float, default=None,
                         help="also add the operating points: per content weight the largest b keeping this share of "
-                             "the run's own valid warm R@10 (e.g. 0.95, issue 17's target), the best valid cold R@10 "
-                             "of them in bold")
+                             "the reference's valid warm R@10 with that weight (e.g. 0.95, issue 17's target), the "
+                             "best valid cold R@10 of them in bold")
     parser.add_argument("--save", default=None,
                         help="with --keep_warm: write the bold operating point as a result file (.json, its per-user "
                              "results beside it) that compare.py --merge tabulates over seeds with paired tests")
+    parser.add_argument("--warm_reference", default=None,
+                        help="with --keep_warm: the result file of the same model at cold_item_ratio 0, whose warm "
+                             "recall (with the same content weight) the operating points keep; default: this run's")
     parser.add_argument("--output", default=None, help="also write the table to this markdown file")
     args = parser.parse_args()
     if args.content_weights and not args.content:
         parser.error("--content_weights needs --content, the text feature file to score the items by")
-    if args.save and args.keep_warm is None:
-        parser.error("--save writes the operating point that --keep_warm chooses: give --keep_warm too")
+    if (args.save or args.warm_reference) and args.keep_warm is None:
+        parser.error("--save and --warm_reference are about the operating points of --keep_warm: give it too")
     table = prior_table(load_run(args.result), args.biases, args.shares, args.content, args.content_weights,
-                        args.keep_warm, args.save)
+                        args.keep_warm, args.save, args.warm_reference and load_run(args.warm_reference))
     print_table(table, args.output)
 
 

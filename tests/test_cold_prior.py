@@ -4,6 +4,7 @@ items."""
 import argparse
 import importlib.util
 import os
+import re
 
 import pytest
 import torch
@@ -59,6 +60,7 @@ def test_the_reloaded_run_reproduces_its_record_and_a_prior_moves_lists_toward_c
     bold = next(p for p in points if "**" in p).replace("**", "").split(" | ")
     test_all, test_cold, test_warm, test_share = (float(c.strip(" |")) for c in bold[5:9])
     assert point["operating_point"]["bias"] == 64.0 and point["model"].startswith("CEMG")
+    assert point["operating_point"]["warm_reference"]["model"] == "itself"
     assert point["test_result"]["recall@10"] == pytest.approx(test_all, abs=1e-4)
     assert point["cold_start"]["test_result"]["recall@10"] == pytest.approx(test_cold, abs=1e-4)
     assert point["cold_start"]["warm_result"]["recall@10"] == pytest.approx(test_warm, abs=1e-4)
@@ -82,6 +84,33 @@ def test_the_reloaded_run_reproduces_its_record_and_a_prior_moves_lists_toward_c
                       if (codes[cold, level] == c).sum() > (codes[model.warm_items, level] == c).sum())
         assert f"| {level + 1} | {len(codes[cold, level].unique())} of " in table
         assert f" | {crowded} of {int(cold.sum())} |" in table.splitlines()[-codes.shape[1] + 1 + level]
+
+
+def test_operating_points_keep_the_warm_recall_of_the_same_model_at_ratio_0_with_the_same_content_weight(
+        tiny_run_config):
+    config = dict(tiny_run_config["config_dict"], epochs=2, tokenizer_epochs=10, loss_candidates="trained")
+    cold = run_cemg("CEMG", "tiny", tiny_run_config["config_file_list"], dict(config, cold_item_ratio=0.15),
+                    verbose=False)
+    warm = run_cemg("CEMG", "tiny", tiny_run_config["config_file_list"], config, verbose=False)
+    module = cold_prior_module()
+    features = os.path.join(ROOT, "tests", "data", "tiny", "tiny.text.npz")
+    with pytest.raises(InputError, match="cold_item_ratio 0"):  # the reference must hold nothing out
+        module.prior_table(cold, [0.0], content=features, content_weights=[1.0], keep_warm=0.9, warm_reference=cold)
+    table = module.prior_table(cold, [0.0], content=features, content_weights=[1.0], keep_warm=0.9,
+                               warm_reference=warm)
+    rule = table.split("Operating points")[1].split("\n\n")[0]
+    assert "0.9 x that of CEMG (ratio 0) with the same content weight" in rule
+    levels = [float(v) for v in re.findall(r"(?:alone|content) ([0-9.]+) \(test", rule)]  # valid warm R@10 per weight
+    assert len(levels) == 2
+    model, data = module.rebuild(warm, held_out=False)
+    reference = module.scored(model, data.valid)
+    assert levels[0] == pytest.approx(
+        module.with_prior(reference, module.rebuild(cold)[1].cold, module.constant_prior(0.0))["warm"], abs=1e-4)
+    points = table.split("Operating points")[1].split("\n\n")[1].splitlines()[2:]
+    assert len(points) == 2 and min(levels) > 0
+    for point in points:  # each point keeps 0.9 x the reference's warm recall with its own content weight
+        weight = 1 if "content" in point else 0
+        assert float(point.split(" | ")[3]) >= 0.9 * levels[weight] - 1e-4
 
 
 def test_a_run_without_held_out_items_is_refused():
