@@ -40,7 +40,7 @@ from recbole_cemg.checkpoints import read_checkpoint  # noqa: E402
 from recbole_cemg.compare import data_overrides, load_run, print_table, run_config  # noqa: E402
 from recbole_cemg.config import Config  # noqa: E402
 from recbole_cemg.errors import InputError, command_line  # noqa: E402
-from recbole_cemg.evaluation import UserResults, write_result_file  # noqa: E402
+from recbole_cemg.evaluation import UserResults, per_user_metrics, write_result_file  # noqa: E402
 from recbole_cemg.quick_start import add_cold_start, prepare_data  # noqa: E402
 from recbole_cemg.utils import get_model  # noqa: E402
 
@@ -223,7 +223,7 @@ def prior_table(run: dict[str, Any], biases: list[float], shares: list[float] = 
     # the warm recall to keep: the reference's (default: this run's) with the same content weight and no prior
     reference = (valid, test) if warm_reference is None else reference_scores(warm_reference, run, valid, test)
     reference_name = "the run's own" if warm_reference is None else f"that of {warm_reference['model']} (ratio 0)"
-    points, levels = [], []  # (valid cold R@10, valid R@10, row, content weight, b) of each operating point
+    points, levels = [], []  # (valid cold R@10, valid R@10, row, content weight, b, reference levels) of each point
     for w in [None, *content_weights]:
         splits = fused((valid, test), w)
         plus = "" if w is None else f", + {w:g} x content"
@@ -245,10 +245,10 @@ def prior_table(run: dict[str, Any], biases: list[float], shares: list[float] = 
         best = max(points, key=lambda p: p[:2]) if points else None
         lines += [p[2].replace("| b", "| **b", 1).replace(" |", "** |", 1) if p is best else p[2] for p in points]
         if save and best:
-            result = operating_point_result(run, data, fused((valid, test), best[3]), best[3], best[4], keep_warm)
-            result["operating_point"]["warm_reference"] = {"model": warm_reference["model"] if warm_reference
-                                                           else "itself", "valid": best[5][0], "test": best[5][1]}
-            write_result_file(result, save)
+            held_to = {"model": warm_reference["model"] if warm_reference else "itself", "valid": best[5][0],
+                       "test": best[5][1]}
+            write_result_file(operating_point_result(run, data, fused((valid, test), best[3]), best[3], best[4],
+                                                     keep_warm, held_to), save)
             lines += ["", f"The bold point's result file: {save}."]
     lines += ["", f"Test cold-target users ({int(data.cold[torch.cat([t for _, t in test])].sum())}), only the "
               f"{int(data.cold.sum())} held-out items ranked: R@10 {among_cold_only(test, data.cold):.4f}.", ""]
@@ -260,29 +260,25 @@ def prior_table(run: dict[str, Any], biases: list[float], shares: list[float] = 
 def user_results(batches, loader, cold: torch.Tensor, prior, item_counts: torch.Tensor) -> UserResults:
     """The per-user results of ``batches`` (scored from ``loader``, in its order) under ``prior``."""
     ranks, top = ranked(batches, cold, prior)
-    dataset = loader._dataset
-    users = torch.cat([interaction[dataset.uid_field] for interaction, *_ in loader])
-    targets = torch.cat([targets for _, targets in batches])
-    return UserResults(users=list(dataset.id2token(dataset.uid_field, users.numpy())),
-                       items=list(dataset.id2token(dataset.iid_field, targets.numpy())), ranks=ranks.numpy(),
-                       train_counts=item_counts[targets].numpy(), targets=targets.numpy(), top=top.numpy())
+    users = torch.cat([interaction[loader._dataset.uid_field] for interaction, *_ in loader])
+    return UserResults.of_ids(loader._dataset, users, torch.cat([t for _, t in batches]), ranks, top, item_counts)
 
 
 def operating_point_result(run: dict[str, Any], data, splits, weight: float | None, bias: float,
-                           keep_warm: float) -> dict[str, Any]:
+                           keep_warm: float, reference: dict[str, Any]) -> dict[str, Any]:
     """An operating point as a result of its own (the run's record, its metrics replaced), named alike for every
     seed so that ``compare.py --merge`` puts the seeds of one model's point in one row, with its cold-start section
-    and per-user results for the paired tests."""
+    and per-user results for the paired tests; ``reference``: the warm recall it was held to."""
     prior = constant_prior(bias)
     valid, test = (user_results(split, loader, data.cold, prior, data.item_counts)
                    for split, loader in zip(splits, (data.valid, data.test)))
-    metrics = [m for m in run["test_result"] if m.partition("@")[0] in ("recall", "ndcg", "hit")]
+    metrics = per_user_metrics(run["test_result"])
     content = " + content" if weight else ""
     result = {**run, "model": f"{run['model']}{content}, held-out prior (warm >= {keep_warm:g}x)",
               "best_valid_result": {m: round(float(valid.metric(m).mean()), 4) for m in metrics},
               "test_result": {m: round(float(test.metric(m).mean()), 4) for m in metrics}, "per_user": test,
               "operating_point": {"content_weight": weight or 0.0, "bias": bias, "keep_warm": keep_warm,
-                                  "of": run["model"]},
+                                  "of": run["model"], "warm_reference": reference},
               "score_fusion": None, "collaborative": None}
     add_cold_start(result, data, data.test._dataset)
     return result

@@ -58,6 +58,14 @@ class UserResults:
                            self.ranks[keep], self.train_counts[keep],
                            None if self.held_out is None else self.held_out[keep])
 
+    @classmethod
+    def of_ids(cls, dataset, users: torch.Tensor, targets: torch.Tensor, ranks: torch.Tensor, top: torch.Tensor,
+               item_counts: torch.Tensor) -> UserResults:
+        """From internal ids: each row's user, target item, the target's rank and the top-k list."""
+        return cls(users=list(dataset.id2token(dataset.uid_field, users.numpy())),
+                   items=list(dataset.id2token(dataset.iid_field, targets.numpy())), ranks=ranks.numpy(),
+                   train_counts=item_counts[targets].numpy(), targets=targets.numpy(), top=top.numpy())
+
     def held_out_only(self) -> UserResults:
         """The rows whose target item was held out of training (runs with cold_item_ratio > 0)."""
         if self.held_out is None:
@@ -102,10 +110,15 @@ def _text(raw, path: str, mode: str) -> io.TextIOWrapper:
 EXTRA_ROWS = ("score_fusion", "collaborative")
 
 
+def per_user_metrics(names) -> list[str]:
+    """The metrics among ``names`` that ``UserResults.metric`` computes per user."""
+    return [m for m in names if m.partition("@")[0] in ("recall", "ndcg", "hit")]
+
+
 def store_user_results(result: dict, stem: str, folder: str) -> dict:
     """``result`` as it goes into a JSON file in ``folder``: its per-user results (and those of its extra rows)
     written to ``<stem>[.<row>].users.tsv.gz`` and replaced by that path, relative to ``folder``."""
-    metrics = [m for m in result.get("test_result", {}) if m.partition("@")[0] in ("recall", "ndcg", "hit")]
+    metrics = per_user_metrics(result.get("test_result", {}))
 
     def store(entry: dict, suffix: str) -> dict:
         entry = dict(entry)
@@ -192,12 +205,8 @@ class PerUserRecording:
             rows = torch.cat(self._recorded) if self._recorded else torch.zeros(0, width, dtype=torch.long)
             if not self.config["single_spec"]:
                 rows = gather_rows(rows, len(eval_data.sampler.dataset))
-            dataset = eval_data._dataset
-            box.append(UserResults(
-                users=list(dataset.id2token(dataset.uid_field, rows[:, 0].numpy())),
-                items=list(dataset.id2token(dataset.iid_field, rows[:, 1].numpy())),
-                ranks=rows[:, 2].numpy(), train_counts=item_counts[rows[:, 1]].numpy(),
-                targets=rows[:, 1].numpy(), top=rows[:, 3:].numpy()))
+            box.append(UserResults.of_ids(eval_data._dataset, rows[:, 0], rows[:, 1], rows[:, 2], rows[:, 3:],
+                                          item_counts))
         finally:
             self._recorded = None
 
