@@ -131,6 +131,39 @@ def test_residual_item_embedding_starts_as_the_pure_ranker_plus_the_collaborativ
     assert not touched[0]  # the padding item is never a candidate
 
 
+def test_code_mixer_starts_as_the_additive_scorer_and_learns_what_a_sum_over_levels_cannot():
+    """An item's output vector is a function of its code tuple alone (items sharing a tuple score alike), equal to the
+    sum over levels at initialisation. After one history, the next item is (0, 0, 0) or (1, 1, 0) half the time
+    each: a sum over levels scores a tuple by its codes independently, so it cannot put more than 1/4 on each
+    (NLL >= log 4); mixing the levels reaches the log 2 of the data."""
+    mixed, additive = generator("items", code_mixer=32), generator("items")
+    mixed.load_state_dict(additive.state_dict(), strict=False)
+    states = torch.randn(3, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(mixed.item_log_probs(states), additive.item_log_probs(states))
+
+    codes = torch.tensor([[0, 0, 0], [0, 0, 0], [0, 1, 0], [1, 0, 0], [1, 1, 0], [0, 0, 1], [0, 0, 1]])
+    windows = torch.tensor([[5, 1], [5, 4]]).repeat(4, 1)
+    final = {}
+    for width in (0, 32):
+        torch.manual_seed(0)
+        model = ItemLevelGenerator([2, 2, 2], collab_dim=5, max_history_items=6, llm_config=dict(LLM_CONFIG),
+                                   dropout=0.0, code_mixer=width)
+        model.set_items(codes, torch.zeros(len(codes), 5))
+        optimiser = torch.optim.Adam(model.parameters(), lr=0.02)
+        for _ in range(300):
+            optimiser.zero_grad()
+            loss = model.loss(sequence(model, windows), all_positions=True)
+            loss.backward()
+            optimiser.step()
+        final[width] = loss.item()
+        with torch.no_grad():
+            scores = model.eval().all_item_scores(sequence(model, torch.tensor([[5]])))[0]
+        assert scores[5] == scores[6]  # the same tuple, the same score: no parameter of an item's own
+    assert final[0] > torch.log(torch.tensor(4.0)) - 0.01
+    assert final[32] < torch.log(torch.tensor(2.0)) + 0.05
+
+
 def test_loss_candidates_leave_never_trained_items_out_of_the_training_softmax():
     """Items outside ``loss_candidates`` are no negatives: the loss is the NLL among the candidates alone, and an
     excluded item's own output vector gets no gradient (without the mask it is pushed down at every step)."""

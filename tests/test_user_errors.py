@@ -230,6 +230,7 @@ def test_each_violation_names_the_key_and_what_is_expected(key, value, expected)
     ({"residual_item_embedding": True, "generator_input": "tokens"}, "residual_item_embedding",
      "set generator_input: items"),
     ({"loss_candidates": "trained", "code_loss": "levels"}, "loss_candidates", "code_loss: items"),
+    ({"code_mixer": 64, "code_loss": "levels"}, "code_mixer", "code_loss: items (per-level softmaxes"),
     ({"cold_simulation": 0.5, "modalities": []}, "cold_simulation", "list content modalities"),
     ({"cold_target_simulation": 0.2, "residual_item_embedding": True, "modalities": ["text"]},
      "cold_target_simulation", "the pure item-level generator with fixed codes: set residual_item_embedding: False; "

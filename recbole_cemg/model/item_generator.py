@@ -27,6 +27,13 @@ distribution of the same next item (CEMG's collaborative model): the teacher spr
 finds plausible, rare ones included, whose codes then get trained although they are seldom targets. Only training
 reads the teacher; the ranking stays the code tuples' log-probabilities.
 
+``code_mixer`` > 0 gives the output side interactions between levels: an item's output vector becomes its code
+embeddings plus an MLP of the whole tuple (zero-initialised, so training starts from the additive scorer). The sum
+over levels scores each code the same whatever the item's other codes, so two items that share most of their tuple
+differ only by their last codes' fixed vectors; a token-level decoder conditions each code on its prefix instead. The
+mixer is shared by all items and reads nothing but codes, so the ranker stays pure, and it runs once per step over the
+item table, not once per user.
+
 ``n_items`` > 0 makes it a hybrid (``residual_item_embedding``): each item's output vector also gets a projection of
 its collaborative embedding and a free vector of its own (initialised at 0), SASRec's output capacity beside the
 codes; items are then ranked by more than their code tuple.
@@ -51,7 +58,7 @@ class ItemLevelGenerator(NextItemGenerator):
                  lora: dict[str, Any] | None = None, dtype: torch.dtype = torch.float32, dropout: float = 0.1,
                  code_loss: str = "items", latent_dim: int = 0, num_beams: int = 20, n_items: int = 0,
                  loss_candidates: torch.Tensor | None = None, cold_target_simulation: float = 0.0,
-                 cold_target_levels: int = 0, distill_weight: float = 0.0) -> None:
+                 cold_target_levels: int = 0, distill_weight: float = 0.0, code_mixer: int = 0) -> None:
         super().__init__(num_beams)
         self.model = build_backbone(llm_path, llm_config, lora, dtype, max_positions=max_history_items + 1)
         hidden = self.model.config.hidden_size
@@ -70,6 +77,11 @@ class ItemLevelGenerator(NextItemGenerator):
         for table in self.code_embeddings:
             nn.init.normal_(table.weight, std=hidden ** -0.5)
         width = hidden * len(level_sizes)
+        self.code_mixer = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, code_mixer), nn.GELU(),
+                                        nn.Linear(code_mixer, width)) if code_mixer else None
+        if code_mixer:
+            nn.init.zeros_(self.code_mixer[-1].weight)
+            nn.init.zeros_(self.code_mixer[-1].bias)
         self.residual_projection = nn.Linear(collab_dim, width, bias=False) if n_items else None
         self.residual_items = nn.Embedding(n_items, width) if n_items else None
         if n_items:
@@ -86,12 +98,14 @@ class ItemLevelGenerator(NextItemGenerator):
                    n_items=len(training_counts) if config["residual_item_embedding"] else 0,
                    loss_candidates=training_counts > 0 if config["loss_candidates"] == "trained" else None,
                    cold_target_simulation=config["cold_target_simulation"],
-                   cold_target_levels=config["cold_target_levels"], distill_weight=config["distill_weight"])
+                   cold_target_levels=config["cold_target_levels"], distill_weight=config["distill_weight"],
+                   code_mixer=config["code_mixer"])
 
     def code_vectors(self, codes: torch.Tensor) -> torch.Tensor:
         """The output vector ``[..., levels * hidden]`` of code tuples ``[..., levels]``: their code embeddings side
-        by side."""
-        return torch.cat([table(codes[..., level]) for level, table in enumerate(self.code_embeddings)], dim=-1)
+        by side (+ the code mixer's function of the whole tuple)."""
+        vectors = torch.cat([table(codes[..., level]) for level, table in enumerate(self.code_embeddings)], dim=-1)
+        return vectors if self.code_mixer is None else vectors + self.code_mixer(vectors)
 
     def item_vectors(self) -> torch.Tensor:
         """Every item's output vector ``[items, levels * hidden]``: its code tuple's (+ the hybrid's residual)."""
