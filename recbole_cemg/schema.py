@@ -165,12 +165,14 @@ def _cemg_relations(config: MutableMapping[str, Any]) -> Iterator[tuple[str, str
                                       "train_all_positions: False.")
     if config["joint_weight"] and config["generator_input"] != "items":
         yield "joint_weight", "joint training needs the item-level generator (generator_input: items)."
-    if config["loss_candidates"] == "trained" and (config["generator_input"], config["code_loss"]) != ("items", "items"):
-        yield "loss_candidates", ("choosing the training softmax's candidates needs the item-level generator with "
-                                  "code_loss: items (the likelihood over the items).")
-    if config["code_mixer"] and (config["generator_input"], config["code_loss"]) != ("items", "items"):
-        yield "code_mixer", ("mixing the levels of an item's output vector needs the item-level generator with "
-                             "code_loss: items (per-level softmaxes assume a sum over levels); or set code_mixer: 0.")
+    needs_items_likelihood = (
+        ("loss_candidates", "choosing the training softmax's candidates", "the likelihood over the items",
+         config["loss_candidates"] == "trained"),
+        ("code_mixer", "mixing the levels of an item's output vector",
+         "per-level softmaxes assume a sum over levels", bool(config["code_mixer"])))
+    for key, what, why, used in needs_items_likelihood:
+        if used and (config["generator_input"], config["code_loss"]) != ("items", "items"):
+            yield key, f"{what} needs the item-level generator with code_loss: items ({why})."
     if config["residual_item_embedding"] and config["generator_input"] != "items":
         yield "residual_item_embedding", ("the residual item embedding extends the item-level generator's output "
                                           "layer: set generator_input: items, or residual_item_embedding: False.")
