@@ -1,21 +1,16 @@
 """benchmarks/code_probe.py: how much of the collaborative embeddings an item's codes carry, out of sample."""
 
-import importlib.util
 import json
-import os
 
 import torch
-from conftest import ROOT
+from conftest import load_script
 
 from recbole_cemg.checkpoints import read_checkpoint
 from recbole_cemg.quick_start import run_cemg
 
 
 def code_probe_module():
-    spec = importlib.util.spec_from_file_location("code_probe", os.path.join(ROOT, "benchmarks", "code_probe.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("code_probe", "benchmarks")
 
 
 def test_codes_that_cluster_the_embeddings_carry_them_to_unseen_items_and_random_codes_do_not():

@@ -1,22 +1,17 @@
 """benchmarks/cold_cost.py: a ratio-0 run against its cold-start run on exactly the cold run's warm users."""
 
-import importlib.util
 import json
-import os
 
 import numpy as np
 import pytest
-from conftest import ROOT
+from conftest import load_script
 
 from recbole_cemg.errors import InputError
 from recbole_cemg.evaluation import UserResults
 
 
 def cold_cost_module():
-    spec = importlib.util.spec_from_file_location("cold_cost", os.path.join(ROOT, "benchmarks", "cold_cost.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("cold_cost", "benchmarks")
 
 
 def write_run(folder, name: str, ranks: list[int], held_out: list[bool] | None = None) -> str:

@@ -2,13 +2,12 @@
 items."""
 
 import argparse
-import importlib.util
 import os
 import re
 
 import pytest
 import torch
-from conftest import ROOT
+from conftest import ROOT, load_script
 
 from recbole_cemg.compare import load_run, markdown_table, summarise
 from recbole_cemg.errors import InputError
@@ -16,10 +15,7 @@ from recbole_cemg.quick_start import run_cemg
 
 
 def cold_prior_module():
-    spec = importlib.util.spec_from_file_location("cold_prior", os.path.join(ROOT, "benchmarks", "cold_prior.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("cold_prior", "benchmarks")
 
 
 def test_the_reloaded_run_reproduces_its_record_and_a_prior_moves_lists_toward_cold_items(tiny_run_config, tmp_path):

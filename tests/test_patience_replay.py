@@ -1,17 +1,10 @@
 """benchmarks/patience_replay.py: RecBole's early-stopping rule replayed on logged validation curves."""
 
-import importlib.util
-import os
-
-from conftest import ROOT
+from conftest import load_script
 
 
 def replay_module():
-    spec = importlib.util.spec_from_file_location("patience_replay",
-                                                  os.path.join(ROOT, "benchmarks", "patience_replay.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("patience_replay", "benchmarks")
 
 
 def test_replay_stops_where_recbole_would_and_keeps_the_best_epoch():
