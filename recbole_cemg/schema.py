@@ -169,7 +169,9 @@ def _cemg_relations(config: MutableMapping[str, Any]) -> Iterator[tuple[str, str
         ("loss_candidates", "choosing the training softmax's candidates", "the likelihood over the items",
          config["loss_candidates"] == "trained"),
         ("code_mixer", "mixing the levels of an item's output vector",
-         "per-level softmaxes assume a sum over levels", bool(config["code_mixer"])))
+         "per-level softmaxes assume a sum over levels", bool(config["code_mixer"])),
+        ("codeword_projection", "adding the codewords to an item's output vector",
+         "per-level softmaxes assume a sum over levels", config["codeword_projection"]))
     for key, what, why, used in needs_items_likelihood:
         if used and (config["generator_input"], config["code_loss"]) != ("items", "items"):
             yield key, f"{what} needs the item-level generator with code_loss: items ({why})."
@@ -179,6 +181,10 @@ def _cemg_relations(config: MutableMapping[str, Any]) -> Iterator[tuple[str, str
     if config["joint_weight"] and config["tokenizer_path"]:
         yield "joint_weight", ("joint training trains the tokenizer, `tokenizer_path` reuses fixed codes: set "
                                "joint_weight: 0 or leave tokenizer_path empty.")
+    if config["codeword_projection"] and config["tokenizer_path"]:
+        yield "codeword_projection", ("the codewords are the RQ-VAE's that made the codes; a codes file "
+                                      "(`tokenizer_path`) has none: leave tokenizer_path empty or set "
+                                      "codeword_projection: False.")
     if config["train_all_positions"] and config["train_stride"] > config["MAX_ITEM_LIST_LENGTH"]:
         yield "train_stride", (f"above MAX_ITEM_LIST_LENGTH ({config['MAX_ITEM_LIST_LENGTH']}): the windows would "
                                "leave some training targets out. Use a stride of at most MAX_ITEM_LIST_LENGTH.")

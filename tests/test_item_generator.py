@@ -18,7 +18,7 @@ from recbole_cemg.evaluation import store_user_results
 from recbole_cemg.model.item_generator import ItemLevelGenerator
 from recbole_cemg.model.next_item import ItemSequence
 from recbole_cemg.quick_start import run_cemg
-from tests.conftest import ROOT, TINY_CONFIG, code_catalogue
+from tests.conftest import ROOT, TINY_CONFIG, code_catalogue, load_script
 
 LEVELS = [4, 3, 2]
 N_ITEMS = 20
@@ -162,6 +162,44 @@ def test_code_mixer_starts_as_the_additive_scorer_and_learns_what_a_sum_over_lev
         assert scores[5] == scores[6]  # the same tuple, the same score: no parameter of an item's own
     assert final[0] > torch.log(torch.tensor(4.0)) - 0.01
     assert final[32] < torch.log(torch.tensor(2.0)) + 0.05
+
+
+def codeword_clusters(codeword_dim: int, seed: int) -> ItemLevelGenerator:
+    """Items 1-8, no two sharing a code at any level; the codewords put 1-3 close together and 4-6 close together,
+    far from 1-3. After item 7 the targets are 1 and 2, after item 8 they are 4 and 5; 3 and 6 are never targets."""
+    codes = torch.tensor([[0, 0, 0]] + [[i, i, 0] for i in range(1, 9)])
+    codewords = torch.zeros(2, 9, 2)
+    codewords[0, 1:4, 0] = 2.0
+    codewords[0, 4:7, 1] = 2.0
+    codewords[1, 1:] = 0.1 * torch.randn(8, 2, generator=torch.Generator().manual_seed(1))
+    torch.manual_seed(seed)
+    model = ItemLevelGenerator([9, 9, 1], collab_dim=5, max_history_items=6, llm_config=dict(LLM_CONFIG),
+                               dropout=0.0, codeword_dim=codeword_dim)
+    model.set_items(codes, torch.zeros(len(codes), 5), decode_codes=lambda c: codewords[torch.arange(2), c].sum(1))
+    return model
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_codeword_projection_starts_as_the_plain_scorer_and_scores_code_space_neighbours_alike(seed):
+    """With the projection of the codewords, the never-seen item 3 rises after item 7 (whose targets are its
+    codeword neighbours) and falls after item 8; the codes' own embeddings alone tell 3 nothing of 1 and 2."""
+    projected, plain = codeword_clusters(2, seed), codeword_clusters(0, seed)
+    with torch.no_grad():
+        states = torch.randn(3, 16)
+        torch.testing.assert_close(projected.item_log_probs(states), plain.item_log_probs(states))
+    windows = torch.tensor([[7, 1], [7, 2], [8, 4], [8, 5]])
+    contrast = {}
+    for name, model in (("projected", projected), ("plain", plain)):
+        optimiser = torch.optim.Adam(model.parameters(), lr=0.02)
+        for _ in range(200):
+            optimiser.zero_grad()
+            model.loss(sequence(model, windows), all_positions=True).backward()
+            optimiser.step()
+        with torch.no_grad():
+            s = model.eval().all_item_scores(sequence(model, torch.tensor([[7], [8]])))
+        contrast[name] = float((s[0, 3] - s[0, 6]) - (s[1, 3] - s[1, 6]))
+    assert contrast["projected"] > 10.0
+    assert abs(contrast["plain"]) < 5.0
 
 
 def test_loss_candidates_leave_never_trained_items_out_of_the_training_softmax():
@@ -366,3 +404,21 @@ def test_runs_load_from_result_files_and_comparisons(fused_run, tmp_path):
         assert len(users.ranks) == len(fused_run["per_user"].ranks)
     assert (loaded["per_user"].ranks == fused_run["per_user"].ranks).all()
     assert loaded["score_fusion"]["per_user"].users == fused_run["score_fusion"]["per_user"].users
+
+
+def test_codeword_projection_in_cemg_reads_the_tokenizer_it_reloads(tiny_run_config):
+    """A run with the codewords in its output layer reloads through the real loading code to its recorded test
+    result: the codewords come back with the tokenizer's codebooks in the checkpoint, not from anywhere else."""
+    config = dict(tiny_run_config["config_dict"], codeword_projection=True, epochs=3, tokenizer_epochs=10)
+    result = run_cemg("CEMG", "tiny", tiny_run_config["config_file_list"], config, verbose=False)
+    cold_prior = load_script("cold_prior", "benchmarks")
+    model, data = cold_prior.rebuild(result, held_out=False)
+    projection = model.generator.codeword_projection.weight
+    assert projection.abs().sum() > 0  # trained away from its zero start
+    test = cold_prior.scored(model, data.test)
+    recorded = cold_prior.with_prior(test, torch.zeros(model.n_items, dtype=torch.bool), cold_prior.constant_prior(0))
+    assert recorded["all"] == pytest.approx(result["test_result"]["recall@10"], abs=1e-4)
+    with torch.no_grad():  # and the codewords are part of the ranking
+        projection.zero_()
+        plain = cold_prior.scored(model, data.test)
+    assert not all(torch.equal(a, b) for (a, _), (b, _) in zip(test, plain))

@@ -133,7 +133,8 @@ class CEMG(SequentialRecommender):
         joint training goes on shaping it (``joint_weight``; ``recode`` then refreshes the codes)."""
         self.tokenizer.requires_grad_(bool(self.joint_weight))
         self.item_codes.copy_(codes.to(self.item_codes.device))
-        self.generator.set_items(self.item_codes, self.collab_embeddings, self.content_codes)
+        self.generator.set_items(self.item_codes, self.collab_embeddings, self.content_codes,
+                                 self.tokenizer.rqvae.quantizer.decode)
 
     def recode(self) -> float:
         """Joint training: re-encode every item with the tokenizer as trained so far and install the new unique

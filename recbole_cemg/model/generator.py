@@ -76,8 +76,8 @@ class CodeGenerator(NextItemGenerator):
                    config["num_beams"], training_counts)
 
     def set_items(self, item_codes: torch.Tensor, collab_embeddings: torch.Tensor,
-                  content_codes: torch.Tensor | None = None) -> None:
-        super().set_items(item_codes, collab_embeddings, content_codes)
+                  content_codes: torch.Tensor | None = None, decode_codes=None) -> None:
+        super().set_items(item_codes, collab_embeddings, content_codes, decode_codes)
         items = torch.arange(1, len(item_codes))
         self.trie = CodeTrie(item_codes.cpu(), items, self.level_sizes).to(item_codes.device)
 

@@ -34,6 +34,13 @@ differ only by their last codes' fixed vectors; a token-level decoder conditions
 mixer is shared by all items and reads nothing but codes, so the ranker stays pure, and it runs once per step over the
 item table, not once per user.
 
+``codeword_projection`` adds to an item's output vector a learned projection of its quantised RQ-VAE latent (the sum of
+its codewords, ``decode_codes``; fixed once the tokenizer is). Residual codes below the first level are directions
+shared by every cell, and their learned embeddings are unrelated to each other, so two items that share their first
+code and sit close in the RQ-VAE's latent share 1/L of their output vector and nothing else; the codewords keep
+that closeness, so the generator can score an item's neighbours in the code space alike. A function of the code
+tuple alone: the ranker stays pure.
+
 ``n_items`` > 0 makes it a hybrid (``residual_item_embedding``): each item's output vector also gets a projection of
 its collaborative embedding and a free vector of its own (initialised at 0), SASRec's output capacity beside the
 codes; items are then ranked by more than their code tuple.
@@ -58,7 +65,8 @@ class ItemLevelGenerator(NextItemGenerator):
                  lora: dict[str, Any] | None = None, dtype: torch.dtype = torch.float32, dropout: float = 0.1,
                  code_loss: str = "items", latent_dim: int = 0, num_beams: int = 20, n_items: int = 0,
                  loss_candidates: torch.Tensor | None = None, cold_target_simulation: float = 0.0,
-                 cold_target_levels: int = 0, distill_weight: float = 0.0, code_mixer: int = 0) -> None:
+                 cold_target_levels: int = 0, distill_weight: float = 0.0, code_mixer: int = 0,
+                 codeword_dim: int = 0) -> None:
         super().__init__(num_beams)
         self.model = build_backbone(llm_path, llm_config, lora, dtype, max_positions=max_history_items + 1)
         hidden = self.model.config.hidden_size
@@ -82,6 +90,9 @@ class ItemLevelGenerator(NextItemGenerator):
         if code_mixer:
             nn.init.zeros_(self.code_mixer[-1].weight)
             nn.init.zeros_(self.code_mixer[-1].bias)
+        self.codeword_projection = nn.Linear(codeword_dim, width, bias=False) if codeword_dim else None
+        if codeword_dim:  # training starts from the scorer of the codes' own embeddings
+            nn.init.zeros_(self.codeword_projection.weight)
         self.residual_projection = nn.Linear(collab_dim, width, bias=False) if n_items else None
         self.residual_items = nn.Embedding(n_items, width) if n_items else None
         if n_items:
@@ -99,13 +110,18 @@ class ItemLevelGenerator(NextItemGenerator):
                    loss_candidates=training_counts > 0 if config["loss_candidates"] == "trained" else None,
                    cold_target_simulation=config["cold_target_simulation"],
                    cold_target_levels=config["cold_target_levels"], distill_weight=config["distill_weight"],
-                   code_mixer=config["code_mixer"])
+                   code_mixer=config["code_mixer"],
+                   codeword_dim=config["rqvae_latent_dim"] if config["codeword_projection"] else 0)
 
     def code_vectors(self, codes: torch.Tensor) -> torch.Tensor:
-        """The output vector ``[..., levels * hidden]`` of code tuples ``[..., levels]``: their code embeddings side
-        by side (+ the code mixer's function of the whole tuple)."""
+        """The output vector ``[n, levels * hidden]`` of code tuples ``[n, levels]``: their code embeddings side by
+        side (+ the code mixer's function of the whole tuple, + the projection of their codewords)."""
         vectors = torch.cat([table(codes[..., level]) for level, table in enumerate(self.code_embeddings)], dim=-1)
-        return vectors if self.code_mixer is None else vectors + self.code_mixer(vectors)
+        if self.code_mixer is not None:
+            vectors = vectors + self.code_mixer(vectors)
+        if self.codeword_projection is not None:
+            vectors = vectors + self.codeword_projection(self.decode_codes(codes[:, :-1]))
+        return vectors
 
     def item_vectors(self) -> torch.Tensor:
         """Every item's output vector ``[items, levels * hidden]``: its code tuple's (+ the hybrid's residual)."""

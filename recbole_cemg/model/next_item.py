@@ -51,12 +51,17 @@ class NextItemGenerator(nn.Module):
         self.item_codes: torch.Tensor | None = None
         self.item_collab: torch.Tensor | None = None
         self.content_codes: torch.Tensor | None = None
+        self.decode_codes: Callable[[torch.Tensor], torch.Tensor] | None = None
 
     def set_items(self, item_codes: torch.Tensor, collab_embeddings: torch.Tensor,
-                  content_codes: torch.Tensor | None = None) -> None:
+                  content_codes: torch.Tensor | None = None,
+                  decode_codes: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
         """The item table changed (codes ``[items, levels]``, row 0 the padding item, the collaborative embeddings
-        and, for cold-target simulation, each item's content-only code tuple): keep what scoring every item needs."""
+        and, for cold-target simulation, each item's content-only code tuple): keep what scoring every item needs;
+        ``decode_codes``: the tokenizer's map from code tuples ``[n, levels]`` (without the de-duplication level) to
+        their quantised latent ``[n, latent_dim]``, the sum of their codewords."""
         self.item_codes, self.item_collab, self.content_codes = item_codes, collab_embeddings, content_codes
+        self.decode_codes = decode_codes
 
     def loss(self, window: ItemSequence, all_positions: bool, teacher: Teacher | None = None) -> torch.Tensor:
         """Mean negative log-likelihood of each row's last item given the items before it, or (``all_positions``)
