@@ -20,7 +20,6 @@ model by their own embeddings. No training.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from typing import Any
@@ -32,6 +31,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 from recbole_cemg.compare import data_overrides, derived_rows, merge_runs, print_table  # noqa: E402
 from recbole_cemg.errors import InputError, command_line  # noqa: E402
 from recbole_cemg.evaluation import UserResults  # noqa: E402
+from recbole_cemg.model.cemg import read_codes_file  # noqa: E402
 from recbole_cemg.significance import paired_difference, per_user_means  # noqa: E402
 
 METRICS = ("recall@10", "ndcg@10")
@@ -137,13 +137,7 @@ def main() -> None:
         raise InputError(f"--reference '{reference}' is not one of the models: {', '.join(models)}.")
     inter = args.inter or os.path.join(data_overrides(runs[0])["data_path"], runs[0]["dataset"],
                                        f"{runs[0]['dataset']}.inter")
-    codes = None
-    if args.codes:
-        if not os.path.isfile(args.codes):
-            raise InputError(f"--codes: no file {args.codes}; give the .codes.json a CEMG run wrote beside its "
-                             "checkpoint.")
-        with open(args.codes, encoding="utf-8") as f:
-            codes = json.load(f)["codes"]
+    codes = read_codes_file(args.codes, "--codes", otherwise="")["codes"] if args.codes else None
     print_table(group_table(models, validation_items(inter), reference, codes), args.output)
 
 

@@ -178,13 +178,14 @@ def _cemg_relations(config: MutableMapping[str, Any]) -> Iterator[tuple[str, str
     if config["residual_item_embedding"] and config["generator_input"] != "items":
         yield "residual_item_embedding", ("the residual item embedding extends the item-level generator's output "
                                           "layer: set generator_input: items, or residual_item_embedding: False.")
-    if config["joint_weight"] and config["tokenizer_path"]:
-        yield "joint_weight", ("joint training trains the tokenizer, `tokenizer_path` reuses fixed codes: set "
-                               "joint_weight: 0 or leave tokenizer_path empty.")
-    if config["codeword_projection"] and config["tokenizer_path"]:
-        yield "codeword_projection", ("the codewords are the RQ-VAE's that made the codes; a codes file "
-                                      "(`tokenizer_path`) has none: leave tokenizer_path empty or set "
-                                      "codeword_projection: False.")
+    needs_the_tokenizer = (
+        ("joint_weight", "joint training trains the tokenizer, `tokenizer_path` reuses fixed codes",
+         "joint_weight: 0", bool(config["joint_weight"])),
+        ("codeword_projection", "the codewords are the RQ-VAE's that made the codes; a codes file "
+         "(`tokenizer_path`) has none", "codeword_projection: False", config["codeword_projection"]))
+    for key, why, off, used in needs_the_tokenizer:
+        if used and config["tokenizer_path"]:
+            yield key, f"{why}: leave tokenizer_path empty or set {off}."
     if config["train_all_positions"] and config["train_stride"] > config["MAX_ITEM_LIST_LENGTH"]:
         yield "train_stride", (f"above MAX_ITEM_LIST_LENGTH ({config['MAX_ITEM_LIST_LENGTH']}): the windows would "
                                "leave some training targets out. Use a stride of at most MAX_ITEM_LIST_LENGTH.")

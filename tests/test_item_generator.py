@@ -17,6 +17,7 @@ from recbole_cemg.compare import fusion_row, load_runs, summarise, write_outputs
 from recbole_cemg.evaluation import store_user_results
 from recbole_cemg.model.item_generator import ItemLevelGenerator
 from recbole_cemg.model.next_item import ItemSequence
+from recbole_cemg.model.rqvae import ResidualQuantizer
 from recbole_cemg.quick_start import run_cemg
 from tests.conftest import ROOT, TINY_CONFIG, code_catalogue, load_script
 
@@ -168,14 +169,16 @@ def codeword_clusters(codeword_dim: int, seed: int) -> ItemLevelGenerator:
     """Items 1-8, no two sharing a code at any level; the codewords put 1-3 close together and 4-6 close together,
     far from 1-3. After item 7 the targets are 1 and 2, after item 8 they are 4 and 5; 3 and 6 are never targets."""
     codes = torch.tensor([[0, 0, 0]] + [[i, i, 0] for i in range(1, 9)])
+    quantizer = ResidualQuantizer(levels=2, codebook_size=9, dim=2)
     codewords = torch.zeros(2, 9, 2)
     codewords[0, 1:4, 0] = 2.0
     codewords[0, 4:7, 1] = 2.0
     codewords[1, 1:] = 0.1 * torch.randn(8, 2, generator=torch.Generator().manual_seed(1))
+    quantizer.codebooks.data.copy_(codewords)
     torch.manual_seed(seed)
     model = ItemLevelGenerator([9, 9, 1], collab_dim=5, max_history_items=6, llm_config=dict(LLM_CONFIG),
                                dropout=0.0, codeword_dim=codeword_dim)
-    model.set_items(codes, torch.zeros(len(codes), 5), decode_codes=lambda c: codewords[torch.arange(2), c].sum(1))
+    model.set_items(codes, torch.zeros(len(codes), 5), decode_codes=quantizer.requires_grad_(False).decode)
     return model
 
 

@@ -273,9 +273,11 @@ def make_report(raw_codes: torch.Tensor, codes: torch.Tensor, level_sizes: list[
                            modality_weights=modality_weights)
 
 
-def read_codes_file(path: str) -> dict:
-    """The table of a ``.codes.json`` file (``tokenizer_path``); a missing, truncated or foreign file is named."""
-    what = "`tokenizer_path` needs the .codes.json file written by an earlier run"
+def read_codes_file(path: str, reader: str = "`tokenizer_path`",
+                    otherwise: str = ", or leave tokenizer_path empty to fit the tokenizer anew") -> dict:
+    """The table of a ``.codes.json`` file (read by ``reader``; ``otherwise``: what else a user can do than point it
+    at a complete file); a missing, truncated or foreign file is named."""
+    what = f"{reader} needs the .codes.json file written by an earlier run"
     try:
         with open(path, encoding="utf-8") as f:
             table = json.load(f)
@@ -283,7 +285,7 @@ def read_codes_file(path: str) -> dict:
         raise MissingFileError(f"{path}: no such file; {what}.") from None
     except json.JSONDecodeError as error:
         raise InputError(f"{path}:{error.lineno}: not valid JSON ({error.msg}; truncated?); {what}. Point it at a "
-                         "complete one, or leave tokenizer_path empty to fit the tokenizer anew.") from None
+                         f"complete one{otherwise}.") from None
     if not isinstance(table, dict) or not isinstance(table.get("codes"), dict):
         raise InputError(f"{path}: no 'codes' table; {what}.")
     return table

@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import time
 from logging import getLogger
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -76,7 +76,8 @@ class CodeGenerator(NextItemGenerator):
                    config["num_beams"], training_counts)
 
     def set_items(self, item_codes: torch.Tensor, collab_embeddings: torch.Tensor,
-                  content_codes: torch.Tensor | None = None, decode_codes=None) -> None:
+                  content_codes: torch.Tensor | None = None,
+                  decode_codes: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
         super().set_items(item_codes, collab_embeddings, content_codes, decode_codes)
         items = torch.arange(1, len(item_codes))
         self.trie = CodeTrie(item_codes.cpu(), items, self.level_sizes).to(item_codes.device)
