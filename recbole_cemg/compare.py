@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import csv
+import hashlib
 import json
 import os
 import re
@@ -404,9 +405,13 @@ def write_outputs(rows: list[dict[str, Any]], summary: list[dict[str, Any]], pre
     return paths
 
 
-def slug(name: str) -> str:
-    """A file-name-safe form of a row name."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_")
+def slug(name: str, max_length: int = 96) -> str:
+    """A file-name-safe form of a row name; a name longer than ``max_length`` (a variant spelling out a whole dict)
+    is cut and told apart by a hash of the whole, so that its files stay under the file systems' 255-byte limit."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_")
+    if len(safe) <= max_length:
+        return safe
+    return f"{safe[:max_length - 9]}-{hashlib.sha1(name.encode()).hexdigest()[:8]}"
 
 
 def _bar_chart(summary: list[dict[str, Any]], path: str) -> None:

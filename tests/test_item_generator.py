@@ -400,9 +400,12 @@ def test_runs_load_from_result_files_and_comparisons(fused_run, tmp_path):
     single = tmp_path / "one.json"
     single.write_text(json.dumps(store_user_results(fused_run, str(tmp_path / "one"), str(tmp_path)), default=str))
     assert os.path.isfile(tmp_path / "one.users.tsv.gz") and os.path.isfile(tmp_path / "one.score_fusion.users.tsv.gz")
-    write_outputs([fused_run, fused_run], summarise([fused_run, fused_run]), str(tmp_path / "table"))
+    # a variant that spells out a whole dict names its per-user files within the file systems' 255 bytes
+    spelled_out = dict(fused_run, model="CEMG[llm_config={" + "'num_attention_heads':4," * 20 + "}]")
+    write_outputs([fused_run, spelled_out], summarise([fused_run, spelled_out]), str(tmp_path / "table"))
     (loaded,) = load_runs(str(single))
-    assert len(load_runs(str(tmp_path / "table"))) == 2
+    assert [r["model"] for r in load_runs(str(tmp_path / "table"))] == [fused_run["model"], spelled_out["model"]]
+    assert max(len(name) for name in os.listdir(tmp_path / "table.users")) < 160
     for users in (loaded["per_user"], loaded["score_fusion"]["per_user"]):
         assert len(users.ranks) == len(fused_run["per_user"].ranks)
     assert (loaded["per_user"].ranks == fused_run["per_user"].ranks).all()
