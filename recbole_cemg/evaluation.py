@@ -182,14 +182,16 @@ class PerUserRecording:
     def _full_sort_batch_eval(self, batched_data):
         interaction, scores, positive_u, positive_i = super()._full_sort_batch_eval(batched_data)
         if self._recorded is not None:
-            if len(positive_u) != len(scores) or (positive_u != torch.arange(len(scores), device=positive_u.device)).any():
+            # RecBole moves the batch and the scores to the GPU but leaves the targets' indices on the CPU
+            rows, items = positive_u.to(scores.device), positive_i.to(scores.device)
+            if len(rows) != len(scores) or (rows != torch.arange(len(scores), device=scores.device)).any():
                 raise InputError("per-user results need exactly one target item per evaluated row (leave-one-out "
                                  "splits); this evaluation has users with several.")
-            target = scores[positive_u, positive_i].unsqueeze(1)
+            target = scores[rows, items].unsqueeze(1)
             ranks = (scores > target).sum(1) + 1
-            user = interaction[self.config["USER_ID_FIELD"]]
+            user = interaction[self.config["USER_ID_FIELD"]].to(scores.device)
             top = scores.topk(max(self.config["topk"]), dim=1).indices
-            self._recorded.append(torch.cat([torch.stack([user, positive_i, ranks], 1), top], 1).cpu())
+            self._recorded.append(torch.cat([torch.stack([user, items, ranks], 1), top], 1).cpu())
         return interaction, scores, positive_u, positive_i
 
     @contextlib.contextmanager

@@ -79,6 +79,21 @@ def test_per_user_results_are_recbole_s_metrics_user_by_user_and_round_trip(benc
     assert [(r["model"], r["seed"]) for r in twice] == [(r["model"], r["seed"]) for r in loaded]
 
 
+def test_a_merge_keeps_the_rows_asked_for(benchmark, tmp_path, monkeypatch, capsys):
+    folder, _ = benchmark
+    run_command(compare_cli.main, ["compare.py", f"--merge={folder / 'tiny'}", "--models=SASRec,SASRec + SASRec",
+                                   f"--output={tmp_path / 'kept'}"], monkeypatch)
+    with open(tmp_path / "kept.json", encoding="utf-8") as f:
+        kept = json.load(f)
+    assert [e["model"] for e in kept["summary"]] == ["SASRec", "SASRec + SASRec"]
+    assert len(kept["runs"]) == 6
+    with pytest.raises(SystemExit):  # a name no run has stops with the names there are, and writes nothing
+        run_command(compare_cli.main, ["compare.py", f"--merge={folder / 'tiny'}", "--models=GRU4Rec",
+                                       f"--output={tmp_path / 'none'}"], monkeypatch)
+    assert "no merged run is named 'GRU4Rec'; the runs are 'CEMG', 'SASRec + SASRec', 'SASRec'." in capsys.readouterr().err
+    assert not (tmp_path / "none.json").exists()
+
+
 def test_rows_are_paired_against_the_first_baseline(benchmark):
     _, table = benchmark
     rows = {e["model"]: e for e in table["summary"]}

@@ -31,7 +31,9 @@ def main() -> None:
     parser.add_argument("--dataset")
     parser.add_argument("--data_path")
     parser.add_argument("--feature_path", default=None)
-    parser.add_argument("--models", default="SASRec,GRU4Rec,CEMG")
+    parser.add_argument("--models", default=None,
+                        help="comma-separated models and variants to run (default SASRec,GRU4Rec,CEMG); with --merge: "
+                             "the rows to keep of the merged files (e.g. a table's reference row, not its other runs)")
     parser.add_argument("--seeds", default=None, help="comma-separated seeds: every model runs once per seed")
     parser.add_argument("--reference", default=None,
                         help="row that every other row is tested against (default: the first baseline)")
@@ -55,14 +57,26 @@ def main() -> None:
     config_files = args.config_files.split() if args.config_files else None
     if args.merge is not None:
         rows = merge_runs(args.merge)
+        if args.models:
+            rows = keep_models(rows, split_models(args.models))
         if args.ensembles:
             rows += baseline_ensembles(rows, rows[0]["dataset"], config_files, common)
         report(rows, args.output, args.reference)
     else:
-        rows = compare(split_models(args.models), args.dataset, config_files, common, parse(args.cemg_set),
+        rows = compare(split_models(args.models or "SASRec,GRU4Rec,CEMG"), args.dataset, config_files, common, parse(args.cemg_set),
                        parse_seeds(args.seeds), reuse_collab=not args.own_collab, output=args.output,
                        reference=args.reference)
     stop_if_any_failed(rows, "compare")
+
+
+def keep_models(rows: list[dict], models: list[str]) -> list[dict]:
+    """The merged runs of ``models`` (row names as the table prints them, variants spelled out); a name that no run
+    has is a user error, not an empty row."""
+    missing = [m for m in models if not any(r["model"] == m for r in rows)]
+    if missing:
+        raise InputError(f"--models: no merged run is named {', '.join(map(repr, missing))}; the runs are "
+                         f"{', '.join(sorted({repr(r['model']) for r in rows}))}.")
+    return [r for r in rows if r["model"] in models]
 
 
 def parse_seeds(seeds: str | None) -> list[int] | None:
