@@ -45,9 +45,8 @@ for entry in ${VARIANTS:-}; do
     name=${entry%%@*}
     SPEC[$name]=$(awk -v n="$name" '$1 == n { sub(/^[^ ]+ /, ""); print; exit }' "$VARIANT_LIST")
     [ -n "${SPEC[$name]}" ] || { echo "no variant '$name' in $VARIANT_LIST" >&2; exit 1; }
-    VARIANT_SEEDS[$name]=${SEEDS%% *}
-    [ "$entry" = "$name" ] || VARIANT_SEEDS[$name]=${entry#*@}
-    VARIANT_SEEDS[$name]=${VARIANT_SEEDS[$name]//,/ }
+    seeds=${entry#"$name"} seeds=${seeds#@}
+    VARIANT_SEEDS[$name]=${seeds:-${SEEDS%% *}}
 done
 if ! python3 -c "import recbole" 2>/dev/null; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
@@ -86,8 +85,8 @@ cemg() {
     python3 run_cemg.py --model=CEMG "${COMMON[@]}" --seed="$seed" --collab_source="$CKPT/sasrec-$seed.pth" \
         --checkpoint_dir="/tmp/saved/cemg-$seed" --result_file="$OUT/cemg-$seed.json" $CEMG_ARGS \
         > "/tmp/bench/logs/cemg-$seed.log" 2>&1
-    mkdir -p "$OUT/codes" && cp /tmp/saved/cemg-"$seed"/*.codes.json "$OUT/codes/cemg-$seed.json"   # for
-                                                                      # benchmarks/same_day_pairs.py --codes
+    # the codes file, for benchmarks/same_day_pairs.py --codes
+    mkdir -p "$OUT/codes" && cp /tmp/saved/cemg-"$seed"/*.codes.json "$OUT/codes/cemg-$seed.json"
 }
 
 cold() {   # the same runs with 10% of the items held out of training for every model of the seed
@@ -114,7 +113,7 @@ variant() {   # a named CEMG variant of $VARIANT_LIST as a row of its own
 
 for name in "${!SPEC[@]}"; do
     [ "$PHASE" != baselines ] || break
-    for seed in ${VARIANT_SEEDS[$name]}; do
+    for seed in ${VARIANT_SEEDS[$name]//,/ }; do
         if [ "$PHASE" = all ]; then (while [ ! -f "$CKPT/sasrec-$seed.pth" ]; do sleep 10; done; variant "$name" "$seed") &
         else variant "$name" "$seed" & fi
     done

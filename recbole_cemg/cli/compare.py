@@ -19,6 +19,9 @@ from recbole_cemg.compare import (baseline_ensembles, compare, literal_value, me
                                   stop_if_any_failed)
 from recbole_cemg.errors import InputError, add_debug_flag, command_line
 
+# The models a comparison runs when --models is not given.
+DEFAULT_MODELS = "SASRec,GRU4Rec,CEMG"
+
 
 @command_line("compare")
 def main() -> None:
@@ -32,7 +35,7 @@ def main() -> None:
     parser.add_argument("--data_path")
     parser.add_argument("--feature_path", default=None)
     parser.add_argument("--models", default=None,
-                        help="comma-separated models and variants to run (default SASRec,GRU4Rec,CEMG); with --merge: "
+                        help=f"comma-separated models and variants to run (default {DEFAULT_MODELS}); with --merge: "
                              "the rows to keep of the merged files (e.g. a table's reference row, not its other runs)")
     parser.add_argument("--seeds", default=None, help="comma-separated seeds: every model runs once per seed")
     parser.add_argument("--reference", default=None,
@@ -63,8 +66,8 @@ def main() -> None:
             rows += baseline_ensembles(rows, rows[0]["dataset"], config_files, common)
         report(rows, args.output, args.reference)
     else:
-        rows = compare(split_models(args.models or "SASRec,GRU4Rec,CEMG"), args.dataset, config_files, common, parse(args.cemg_set),
-                       parse_seeds(args.seeds), reuse_collab=not args.own_collab, output=args.output,
+        rows = compare(split_models(args.models or DEFAULT_MODELS), args.dataset, config_files, common,
+                       parse(args.cemg_set), parse_seeds(args.seeds), reuse_collab=not args.own_collab, output=args.output,
                        reference=args.reference)
     stop_if_any_failed(rows, "compare")
 
