@@ -10,7 +10,7 @@ import torch
 from recbole_cemg.data.features import AlignedFeatures
 from recbole_cemg.model.collaborative import content_regression, map_cold_items
 from recbole_cemg.model.fusion import CollaborativeGuidedFusion
-from recbole_cemg.model.tokenizer import ItemTokenizer, TokenizerInputs, deduplicate, unique_rows
+from recbole_cemg.model.tokenizer import ItemTokenizer, TokenizerInputs, TokenizerViews, deduplicate, unique_rows
 
 DIMS, COLLAB, DIM = [5, 3], 4, 8
 
@@ -321,6 +321,32 @@ def test_fit_is_deterministic():
     assert torch.equal(results[0][0], results[1][0])
     for name, value in results[0][1].items():
         assert torch.equal(value, results[1][1][name]), name
+
+
+def test_views_are_independent_fits_whose_tuples_stand_side_by_side():
+    """Two views start from their own weights and k-means seeds; the joint tuple is each view's own encoding, the
+    codewords decode view by view, and the residual that orders de-duplication adds the views' residuals."""
+    inputs, items = synthetic_items(), torch.arange(1, N_ITEMS + 1)
+    torch.manual_seed(0)
+    views = TokenizerViews([ItemTokenizer(["text", "image"], [12, 8], collab_dim=6, fusion_dim=16, hidden_dims=[16],
+                                          latent_dim=4, levels=2, codebook_size=4) for _ in range(2)], levels=2)
+    with one_thread():
+        epochs = views.fit(inputs, items, epochs=8, learning_rate=1e-2, batch_size=32, eval_step=4,
+                           stopping_step=100, show_progress=False, generator=torch.Generator().manual_seed(0))
+    assert epochs == 16  # both views, all epochs
+    first, second = (view.encode(inputs.rows(items)) for view in views.views)
+    joint = views.encode(inputs.rows(items))
+    assert torch.equal(joint["codes"], torch.cat([first["codes"], second["codes"]], dim=1))
+    torch.testing.assert_close(joint["residual"], first["residual"] + second["residual"])
+    assert not torch.equal(views.views[0].rqvae.quantizer.codebooks[0], views.views[1].rqvae.quantizer.codebooks[0])
+    with torch.no_grad():
+        decoded = views.decode(joint["codes"])
+        assert decoded.shape == (N_ITEMS, 8)
+        torch.testing.assert_close(decoded[:, 4:], views.views[1].decode(second["codes"]))
+    out = views(inputs.rows(items))  # joint training reads both views' quantised latents
+    assert out["quantised"].shape == (N_ITEMS, 8) and out["codes"].shape == (N_ITEMS, 4)
+    torch.testing.assert_close(out["loss"], views.views[0](inputs.rows(items))["loss"]
+                               + views.views[1](inputs.rows(items))["loss"])
 
 
 # ----------------------------------------------------------------------------------------------------- cold start

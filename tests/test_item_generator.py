@@ -18,6 +18,7 @@ from recbole_cemg.evaluation import store_user_results
 from recbole_cemg.model.item_generator import ItemLevelGenerator
 from recbole_cemg.model.next_item import ItemSequence
 from recbole_cemg.model.rqvae import ResidualQuantizer
+from recbole_cemg.model.tokenizer import unique_rows
 from recbole_cemg.quick_start import run_cemg
 from tests.conftest import ROOT, TINY_CONFIG, code_catalogue, load_script
 
@@ -412,13 +413,24 @@ def test_runs_load_from_result_files_and_comparisons(fused_run, tmp_path):
     assert loaded["score_fusion"]["per_user"].users == fused_run["score_fusion"]["per_user"].users
 
 
-def test_codeword_projection_in_cemg_reads_the_tokenizer_it_reloads(tiny_run_config):
+@pytest.mark.parametrize("views", [1, 2])
+def test_codeword_projection_in_cemg_reads_the_tokenizer_it_reloads(tiny_run_config, views):
     """A run with the codewords in its output layer reloads through the real loading code to its recorded test
-    result: the codewords come back with the tokenizer's codebooks in the checkpoint, not from anywhere else."""
-    config = dict(tiny_run_config["config_dict"], codeword_projection=True, epochs=3, tokenizer_epochs=10)
+    result: the codewords come back with the tokenizer's codebooks in the checkpoint, not from anywhere else. With
+    two tokenizer views every item's tuple is both views' codes, and the codewords are both views' latents."""
+    config = dict(tiny_run_config["config_dict"], codeword_projection=True, epochs=3, tokenizer_epochs=10,
+                  tokenizer_views=views)
     result = run_cemg("CEMG", "tiny", tiny_run_config["config_file_list"], config, verbose=False)
     cold_prior = load_script("cold_prior", "benchmarks")
     model, data = cold_prior.rebuild(result, held_out=False)
+    levels = model.config["codebook_levels"]
+    assert model.item_codes.shape[1] == views * levels + 1
+    assert unique_rows(model.item_codes[1:]) == model.n_items - 1
+    if views == 2:  # each view's share of the tuple is that view's own encoding of the item
+        inputs = model.tokenizer_inputs().rows(torch.arange(1, model.n_items))
+        own = model.tokenizer.views[1].encode(inputs)["codes"]
+        assert torch.equal(model.item_codes[1:, levels:2 * levels], own)
+        assert not torch.equal(model.item_codes[1:, :levels], own)
     projection = model.generator.codeword_projection.weight
     assert projection.abs().sum() > 0  # trained away from its zero start
     test = cold_prior.scored(model, data.test)

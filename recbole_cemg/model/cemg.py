@@ -29,8 +29,8 @@ from recbole_cemg.model.decoding import DecodingStats
 from recbole_cemg.model.generator import CodeGenerator
 from recbole_cemg.model.item_generator import ItemLevelGenerator
 from recbole_cemg.model.next_item import ItemSequence, NextItemGenerator
-from recbole_cemg.model.tokenizer import (ItemTokenizer, TokenizerInputs, TokenizerReport, code_usage, deduplicate,
-                                          unique_rows)
+from recbole_cemg.model.tokenizer import (ItemTokenizer, TokenizerInputs, TokenizerReport, TokenizerViews, code_usage,
+                                          deduplicate, unique_rows)
 from recbole_cemg.schema import check_config
 
 # The generators ``generator_input`` selects; each owns its loss and its scores of every item.
@@ -45,17 +45,20 @@ class CEMG(SequentialRecommender):
         check_config(config, "CEMG")
         self.config = config
         self.item_tokens = list(dataset.field2id_token[self.ITEM_ID])
-        self.level_sizes = [config["codebook_size"]] * config["codebook_levels"] + [config["dedup_size"]]
+        code_levels = config["codebook_levels"] * config["tokenizer_views"]
+        self.level_sizes = [config["codebook_size"]] * code_levels + [config["dedup_size"]]
 
         self.content = load_modalities(config, dataset, config["modalities"] or [])
         collab_dim = collaborative_dim(config, self.n_items)
         names = [f.name for f in self.content] + (["collab"] if config["collab_in_fusion"] else [])
         dims = [f.values.shape[1] for f in self.content] + ([collab_dim] if config["collab_in_fusion"] else [])
-        self.tokenizer = ItemTokenizer(
+        views = [ItemTokenizer(
             names, dims, collab_dim, config["fusion_dim"], list(config["rqvae_hidden_dims"]),
             config["rqvae_latent_dim"], config["codebook_levels"], config["codebook_size"], config["fusion"],
             config["fusion_guidance"], config["rqvae_beta"], config["align_weight"], config["align_temperature"],
             config["rqvae_dropout"], config["fusion_popularity"], config["quantizer"])
+            for _ in range(config["tokenizer_views"])]
+        self.tokenizer = views[0] if len(views) == 1 else TokenizerViews(views, config["codebook_levels"])
         self.joint_weight = float(config["joint_weight"])
         self.training_counts = training_item_counts(dataset)  # the counts of the popularity buckets
         self.warm_items = self.training_counts > 0
@@ -134,7 +137,7 @@ class CEMG(SequentialRecommender):
         self.tokenizer.requires_grad_(bool(self.joint_weight))
         self.item_codes.copy_(codes.to(self.item_codes.device))
         self.generator.set_items(self.item_codes, self.collab_embeddings, self.content_codes,
-                                 self.tokenizer.rqvae.quantizer.decode)
+                                 self.tokenizer.decode)
 
     def recode(self) -> float:
         """Joint training: re-encode every item with the tokenizer as trained so far and install the new unique
@@ -165,7 +168,7 @@ class CEMG(SequentialRecommender):
         check_origin(table.get("run") or {}, self.config, path, "tokenizer_path")
         if table.get("level_sizes") != self.level_sizes:
             raise InputError(f"{path}: written for code levels {table.get('level_sizes')}, but this run has "
-                             f"{self.level_sizes} (codebook_levels, codebook_size, dedup_size).")
+                             f"{self.level_sizes} (codebook_levels x tokenizer_views, codebook_size, dedup_size).")
         if self.config["cold_target_simulation"]:
             if "content_codes" not in table:
                 raise InputError(f"{path}: no content-only codes, which cold_target_simulation needs (the file was "

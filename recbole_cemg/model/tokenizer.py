@@ -12,6 +12,10 @@ Training signal (one loss, minimised jointly by the fusion layer and the RQ-VAE)
 Collisions (items with the same L codes) get one extra de-duplication level, as in TIGER: the items sharing a tuple
 are ranked by how close they are to its quantisation, and the rank is their last code. Unlike re-assignment this keeps
 all L semantic codes of every item intact, and it cannot fail while a group is smaller than the extra level's size.
+
+``TokenizerViews`` fits several such tokenizers independently on the same items and puts their tuples side by side
+(``tokenizer_views``): each fit partitions the items differently, and an item's cells in two partitions single it out
+among far fewer neighbours than one partition's cell does.
 """
 
 from __future__ import annotations
@@ -93,6 +97,10 @@ class ItemTokenizer(nn.Module):
     def fuse(self, inputs: TokenizerInputs) -> tuple[torch.Tensor, torch.Tensor]:
         return self.fusion(inputs.features, inputs.masks, inputs.collab, inputs.popularity)
 
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """The quantised latent ``[n, latent_dim]`` of code tuples ``[n, levels]``: the sum of their codewords."""
+        return self.rqvae.quantizer.decode(codes)
+
     def forward(self, inputs: TokenizerInputs, targets: TokenizerInputs | None = None) -> dict[str, torch.Tensor]:
         """Fuse and quantise ``inputs``; reconstruct and align to ``targets`` (default: the inputs), which the cold
         simulation keeps at the item's own modalities while the fusion sees it as a cold-start item."""
@@ -120,7 +128,7 @@ class ItemTokenizer(nn.Module):
         for start in range(0, n, batch_size):
             index = torch.arange(start, min(start + batch_size, n), device=inputs.collab.device)
             out = self.forward(inputs.rows(index))
-            quantised = self.rqvae.quantizer.decode(out["codes"])
+            quantised = self.decode(out["codes"])
             codes.append(out["codes"])
             residual.append((out["latent"] - quantised).norm(dim=1))
             weights.append(out["weights"])
@@ -188,6 +196,47 @@ class ItemTokenizer(nn.Module):
         self.load_state_dict(best_state)
         self.eval()
         return epoch + 1
+
+
+class TokenizerViews(nn.Module):
+    """Independently fitted tokenizers of the same items, read as one: an item's code tuple is their tuples side by
+    side, view after view (``levels`` codes each).
+
+    Why: two fits of one tokenizer on Beauty put only about a fifth of the item pairs that share a first code in one
+    view into one first-code cell of the other, so an item's pair of cells holds far fewer items than either cell.
+    The generator still ranks items by the log-probability of their (longer) code tuple."""
+
+    def __init__(self, views: list[ItemTokenizer], levels: int) -> None:
+        super().__init__()
+        self.views = nn.ModuleList(views)
+        self.levels = levels
+        self.modality_names = views[0].modality_names
+
+    def forward(self, inputs: TokenizerInputs, targets: TokenizerInputs | None = None) -> dict[str, torch.Tensor]:
+        """Joint training: every view's loss summed, their codes and quantised latents side by side."""
+        outs = [view(inputs, targets) for view in self.views]
+        return {"loss": sum(out["loss"] for out in outs), "codes": torch.cat([out["codes"] for out in outs], dim=1),
+                "quantised": torch.cat([out["quantised"] for out in outs], dim=1)}
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """Each view's quantised latent of its share of the tuples ``[n, views * levels]``, side by side."""
+        return torch.cat([view.decode(part) for view, part in zip(self.views, codes.split(self.levels, dim=-1))],
+                         dim=-1)
+
+    @torch.no_grad()
+    def encode(self, inputs: TokenizerInputs, batch_size: int = 4096) -> dict[str, torch.Tensor]:
+        """The views' codes side by side; residual norms summed (the de-duplication order), fusion weights and
+        reconstruction error averaged over the views."""
+        outs = [view.encode(inputs, batch_size) for view in self.views]
+        return {"codes": torch.cat([out["codes"] for out in outs], dim=1),
+                "residual": sum(out["residual"] for out in outs),
+                "weights": sum(out["weights"] for out in outs) / len(outs),
+                "reconstruction": sum(out["reconstruction"] for out in outs) / len(outs)}
+
+    def fit(self, *args, **kwargs) -> int:
+        """Fit the views one after the other (``ItemTokenizer.fit``'s arguments; a shared random ``generator``
+        moves on, so each view starts from its own k-means seeds); returns the epochs of all views together."""
+        return sum(view.fit(*args, **kwargs) for view in self.views)
 
 
 def unique_rows(codes: torch.Tensor) -> int:
