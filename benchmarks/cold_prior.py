@@ -36,28 +36,19 @@ from typing import Any
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the checkout, when not installed
-from recbole_cemg.checkpoints import read_checkpoint  # noqa: E402
-from recbole_cemg.compare import data_overrides, load_run, print_table, run_config  # noqa: E402
+from recbole_cemg.compare import data_overrides, load_run, print_table, reload_run, scored  # noqa: E402
 from recbole_cemg.config import Config  # noqa: E402
 from recbole_cemg.errors import InputError, command_line  # noqa: E402
 from recbole_cemg.evaluation import UserResults, per_user_metrics, write_result_file  # noqa: E402
-from recbole_cemg.quick_start import add_cold_start, prepare_data  # noqa: E402
+from recbole_cemg.quick_start import add_cold_start  # noqa: E402
 from recbole_cemg.utils import get_model  # noqa: E402
 
+
 def rebuild(run: dict[str, Any], held_out: bool = True) -> tuple[torch.nn.Module, Any]:
-    """The run's model with its checkpoint's weights, and its data (the same held-out items, chosen from the seed);
-    ``held_out``: refuse a run that held no items out."""
-    recorded = run["config"]
-    if held_out and not recorded.get("cold_item_ratio"):
+    """``reload_run``; ``held_out``: refuse a run that held no items out."""
+    if held_out and not run["config"].get("cold_item_ratio"):
         raise InputError(f"run '{run['model']}' held no items out (cold_item_ratio 0): nothing to calibrate.")
-    if not run.get("checkpoint") or not os.path.isfile(run["checkpoint"]):
-        raise InputError(f"run '{run['model']}': its checkpoint {run.get('checkpoint')!r} is gone; rerun it.")
-    config = run_config(run)
-    data = prepare_data(config)
-    model = get_model(recorded["model"])(config, data.train._dataset)
-    state = read_checkpoint(run["checkpoint"], "checkpoint")["state_dict"]
-    getattr(model, "load_checkpoint_state", model.load_state_dict)(state)  # CEMG's also rebuilds its code table
-    return model.eval(), data
+    return reload_run(run)
 
 
 def reference_scores(reference: dict[str, Any], run: dict[str, Any], valid, test) -> tuple[list, list]:
@@ -74,19 +65,6 @@ def reference_scores(reference: dict[str, Any], run: dict[str, Any], valid, test
             raise InputError(f"--warm_reference: '{reference['model']}' was evaluated on other users or targets, or "
                              "in other batches: give a run of the same data split with the same eval_batch_size.")
     return splits
-
-
-@torch.no_grad()
-def scored(model: torch.nn.Module, loader) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Every user's scores of all items (history and padding at -inf, as RecBole ranks them) and target."""
-    batches = []
-    for interaction, history_index, _, targets in loader:
-        scores = model.full_sort_predict(interaction).view(len(targets), -1).float().clone()
-        if history_index is not None:
-            scores[history_index] = float("-inf")
-        scores[:, 0] = float("-inf")
-        batches.append((scores, targets))
-    return batches
 
 
 def content_similarity(run: dict[str, Any], dataset, feature_file: str) -> torch.nn.Module:

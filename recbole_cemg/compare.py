@@ -19,13 +19,17 @@ import traceback
 from logging import getLogger
 from typing import Any, Callable
 
+import torch
+
+from recbole_cemg.checkpoints import read_checkpoint
 from recbole_cemg.config import Config, known_keys, read_config_file
 from recbole_cemg.errors import InputError, MissingFileError, UserError
 from recbole_cemg.evaluation import UserResults, read_user_results, store_user_results
 from recbole_cemg.io import atomic_write
-from recbole_cemg.quick_start import run_cemg, run_score_ensemble
+from recbole_cemg.quick_start import PreparedData, prepare_data, run_cemg, run_score_ensemble
 from recbole_cemg.schema import schema
 from recbole_cemg.significance import POPULARITY_BUCKETS, paired_difference, popularity_breakdown
+from recbole_cemg.utils import get_model
 
 METRICS = ("recall@5", "ndcg@5", "recall@10", "ndcg@10")
 # Test users whose target item was held out of training (cold_item_ratio), when the runs have them.
@@ -315,6 +319,33 @@ def run_config(run: dict[str, Any]) -> Config:
     overrides.update({k: recorded[k] for k in schema(recorded["model"])
                       if k in recorded and recorded[k] != defaults[k]})
     return Config(model=recorded["model"], dataset=run["dataset"], config_dict=overrides)
+
+
+def reload_run(run: dict[str, Any]) -> tuple[torch.nn.Module, PreparedData]:
+    """A finished run's model with its checkpoint's weights (in eval mode), and its data: the same split and the same
+    held-out items (they are chosen from the seed)."""
+    if not run.get("checkpoint") or not os.path.isfile(run["checkpoint"]):
+        raise InputError(f"run '{run['model']}': its checkpoint {run.get('checkpoint')!r} is gone; rerun it.")
+    config = run_config(run)
+    data = prepare_data(config)
+    model = get_model(run["config"]["model"])(config, data.train._dataset)
+    state = read_checkpoint(run["checkpoint"], "checkpoint")["state_dict"]
+    getattr(model, "load_checkpoint_state", model.load_state_dict)(state)  # CEMG's also rebuilds its code table
+    return model.eval(), data
+
+
+@torch.no_grad()
+def scored(model: torch.nn.Module, loader) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Every user's scores of all items (history and padding at -inf, as RecBole ranks them) and target, batch by
+    batch in the loader's order."""
+    batches = []
+    for interaction, history_index, _, targets in loader:
+        scores = model.full_sort_predict(interaction).view(len(targets), -1).float().clone()
+        if history_index is not None:
+            scores[history_index] = float("-inf")
+        scores[:, 0] = float("-inf")
+        batches.append((scores, targets))
+    return batches
 
 
 def print_table(table: str, output: str | None) -> None:
