@@ -101,8 +101,9 @@ def ensembles(groups: list[list[dict[str, Any]]]) -> str:
                                "the 95 % confidence interval of a paired t-test.\n")
 
 
+@command_line("seed_ensembles")
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", nargs="+", action="append", required=True,
                         help="result files of one model's runs (seeds); repeat for another model (first: reference)")
     parser.add_argument("--output", help="also write the table (markdown) here")
@@ -111,4 +112,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    command_line(main)
+    main()
