@@ -142,6 +142,12 @@ def _cemg_relations(config: MutableMapping[str, Any]) -> Iterator[tuple[str, str
     if config["cold_target_levels"] > config["codebook_levels"]:
         yield "cold_target_levels", (f"above codebook_levels ({config['codebook_levels']}): at most that many levels "
                                      "come from the content (0: every level).")
+    if config["view_levels"] > config["codebook_levels"]:
+        yield "view_levels", (f"above codebook_levels ({config['codebook_levels']}): a view keeps at most the codes "
+                              "it fits (0: all of them).")
+    if config["quantizer"] == "product" and 0 < config["view_levels"] < config["codebook_levels"]:
+        yield "view_levels", ("a product quantiser's codes are equal slices of the latent, not coarse to fine, so a "
+                              "leading few are no coarser summary: set view_levels: 0, or quantizer: residual.")
     if config["quantizer"] == "product" and config["rqvae_latent_dim"] % config["codebook_levels"]:
         yield "quantizer", (f"a product quantiser cuts the latent into codebook_levels ({config['codebook_levels']}) "
                             f"equal parts: set rqvae_latent_dim ({config['rqvae_latent_dim']}) to a multiple of it, "

@@ -349,6 +349,20 @@ def test_views_are_independent_fits_whose_tuples_stand_side_by_side():
                                + views.views[1](inputs.rows(items))["loss"])
 
 
+def test_a_view_cut_to_its_first_codes_keeps_them_and_decodes_their_prefix(fitted):
+    """One view fitted with two levels keeps its first code only: that code is the tokenizer's own, and its codeword
+    is the first level's (the fit's finer level is left out of the tuple and of the decoded latent)."""
+    tokenizer, inputs, items, _ = fitted
+    cut = TokenizerViews([tokenizer], levels=1)
+    full = tokenizer.encode(inputs.rows(items))
+    codes = cut.encode(inputs.rows(items))["codes"]
+    assert torch.equal(codes, full["codes"][:, :1])
+    with torch.no_grad():
+        torch.testing.assert_close(cut.decode(codes), tokenizer.rqvae.quantizer.codebooks[0][codes[:, 0]])
+        torch.testing.assert_close(tokenizer.decode(full["codes"]),
+                                   cut.decode(codes) + tokenizer.rqvae.quantizer.codebooks[1][full["codes"][:, 1]])
+
+
 # ----------------------------------------------------------------------------------------------------- cold start
 def content(values: torch.Tensor, mask: torch.Tensor | None = None) -> AlignedFeatures:
     mask = torch.ones(len(values), dtype=torch.bool) if mask is None else mask

@@ -83,8 +83,9 @@ class ResidualQuantizer(nn.Module):
         return moved
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
-        """The quantised vectors ``[batch, dim]`` of code tuples ``[batch, levels]``: the sum of their codes."""
-        return self.codebooks[torch.arange(self.levels, device=codes.device), codes].sum(1)
+        """The quantised vectors ``[batch, dim]`` of code tuples ``[batch, levels]``, or of their first levels only:
+        the sum of their codes."""
+        return self.codebooks[torch.arange(codes.shape[1], device=codes.device), codes].sum(1)
 
     def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Return the straight-through quantised vector, the codes ``[batch, levels]`` and the quantisation loss."""

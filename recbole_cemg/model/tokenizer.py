@@ -14,8 +14,9 @@ are ranked by how close they are to its quantisation, and the rank is their last
 all L semantic codes of every item intact, and it cannot fail while a group is smaller than the extra level's size.
 
 ``TokenizerViews`` fits several such tokenizers independently on the same items and puts their tuples side by side
-(``tokenizer_views``): each fit partitions the items differently, and an item's cells in two partitions single it out
-among far fewer neighbours than one partition's cell does.
+(``tokenizer_views``), each cut to its first codes if asked (``view_levels``): each fit partitions the items
+differently, and an item's cells in two partitions single it out among far fewer neighbours than one partition's cell
+does.
 """
 
 from __future__ import annotations
@@ -200,7 +201,8 @@ class ItemTokenizer(nn.Module):
 
 class TokenizerViews(nn.Module):
     """Independently fitted tokenizers of the same items, read as one: an item's code tuple is their tuples side by
-    side, view after view (``levels`` codes each).
+    side, view after view, the first ``levels`` codes of each (a residual quantiser's leading codes are its coarse
+    cells; the views may fit more levels than they keep).
 
     Why: two fits of one tokenizer on Beauty put only about a fifth of the item pairs that share a first code in one
     view into one first-code cell of the other, so an item's pair of cells holds far fewer items than either cell.
@@ -215,7 +217,8 @@ class TokenizerViews(nn.Module):
     def forward(self, inputs: TokenizerInputs, targets: TokenizerInputs | None = None) -> dict[str, torch.Tensor]:
         """Joint training: every view's loss summed, their codes and quantised latents side by side."""
         outs = [view(inputs, targets) for view in self.views]
-        return {"loss": sum(out["loss"] for out in outs), "codes": torch.cat([out["codes"] for out in outs], dim=1),
+        return {"loss": sum(out["loss"] for out in outs),
+                "codes": torch.cat([out["codes"][:, :self.levels] for out in outs], dim=1),
                 "quantised": torch.cat([out["quantised"] for out in outs], dim=1)}
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
@@ -225,10 +228,10 @@ class TokenizerViews(nn.Module):
 
     @torch.no_grad()
     def encode(self, inputs: TokenizerInputs, batch_size: int = 4096) -> dict[str, torch.Tensor]:
-        """The views' codes side by side; residual norms summed (the de-duplication order), fusion weights and
-        reconstruction error averaged over the views."""
+        """The views' (kept) codes side by side; residual norms (of all the levels each view fits) summed, the
+        de-duplication order; fusion weights and reconstruction error averaged over the views."""
         outs = [view.encode(inputs, batch_size) for view in self.views]
-        return {"codes": torch.cat([out["codes"] for out in outs], dim=1),
+        return {"codes": torch.cat([out["codes"][:, :self.levels] for out in outs], dim=1),
                 "residual": sum(out["residual"] for out in outs),
                 "weights": sum(out["weights"] for out in outs) / len(outs),
                 "reconstruction": sum(out["reconstruction"] for out in outs) / len(outs)}
