@@ -36,10 +36,11 @@ from typing import Any
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the checkout, when not installed
-from recbole_cemg.compare import data_overrides, load_run, print_table, reload_run, scored  # noqa: E402
+from recbole_cemg.compare import (data_overrides, load_run, print_table, reload_run, same_targets,  # noqa: E402
+                                  scored)
 from recbole_cemg.config import Config  # noqa: E402
 from recbole_cemg.errors import InputError, command_line  # noqa: E402
-from recbole_cemg.evaluation import UserResults, per_user_metrics, write_result_file  # noqa: E402
+from recbole_cemg.evaluation import UserResults, per_user_metrics, target_ranks, write_result_file  # noqa: E402
 from recbole_cemg.quick_start import add_cold_start  # noqa: E402
 from recbole_cemg.utils import get_model  # noqa: E402
 
@@ -60,8 +61,7 @@ def reference_scores(reference: dict[str, Any], run: dict[str, Any], valid, test
     model, data = rebuild(reference, held_out=False)
     splits = scored(model, data.valid), scored(model, data.test)
     for mine, theirs in zip(splits, (valid, test)):
-        if [len(t) for _, t in mine] != [len(t) for _, t in theirs] or not all(
-                torch.equal(a, b) for (_, a), (_, b) in zip(mine, theirs)):
+        if not same_targets([t for _, t in mine], [t for _, t in theirs]):
             raise InputError(f"--warm_reference: '{reference['model']}' was evaluated on other users or targets, or "
                              "in other batches: give a run of the same data split with the same eval_batch_size.")
     return splits
@@ -104,8 +104,7 @@ def ranked(batches, cold: torch.Tensor, prior, k: int = 10) -> tuple[torch.Tenso
     ranks, top = [], []
     for scores, targets in batches:
         shifted = prior(scores, cold)
-        target_score = shifted[torch.arange(len(targets)), targets]
-        ranks.append((shifted > target_score.unsqueeze(1)).sum(1) + 1)
+        ranks.append(target_ranks(shifted, targets))
         top.append(shifted.topk(k, dim=1).indices)
     return torch.cat(ranks), torch.cat(top)
 

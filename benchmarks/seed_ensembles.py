@@ -27,15 +27,15 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the checkout, when not installed
-from recbole_cemg.compare import load_run, print_table, reload_run, scored  # noqa: E402
+from recbole_cemg.compare import load_run, print_table, reload_run, same_targets, scored  # noqa: E402
 from recbole_cemg.errors import InputError, command_line  # noqa: E402
-from recbole_cemg.evaluation import UserResults  # noqa: E402
+from recbole_cemg.evaluation import UserResults, target_ranks  # noqa: E402
 from recbole_cemg.significance import paired_difference  # noqa: E402
 
 METRICS = ("recall@10", "ndcg@10")
 
 
-def test_log_probs(run: dict[str, Any]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+def run_log_probs(run: dict[str, Any]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """The run's log-probability of every item for each test batch (half precision: several runs stay in memory),
     and the batches' targets."""
     model, data = reload_run(run)
@@ -47,8 +47,7 @@ def ranked(log_probs: list[list[torch.Tensor]], targets: list[torch.Tensor]) -> 
     """The target's rank (1 = top) under the sum of the runs' log-probabilities, user by user."""
     ranks = []
     for batch, target in enumerate(targets):
-        scores = sum(run[batch].float() for run in log_probs)
-        ranks.append((scores > scores.gather(1, target.view(-1, 1))).sum(1) + 1)
+        ranks.append(target_ranks(sum(run[batch].float() for run in log_probs), target))
     ranks = torch.cat(ranks).numpy()
     users = [str(i) for i in range(len(ranks))]  # the same users in the same order in every run (checked)
     return UserResults(users, users, ranks, np.zeros(len(ranks), dtype=np.int64))
@@ -63,11 +62,10 @@ def ensembles(groups: list[list[dict[str, Any]]]) -> str:
             raise InputError(f"--runs: one group holds runs of {sorted(names)}; give the seeds of one model per group.")
         per_run = []
         for run in runs:
-            log_probs, run_targets = test_log_probs(run)
+            log_probs, run_targets = run_log_probs(run)
             if targets is None:
                 targets = run_targets
-            elif [len(t) for t in targets] != [len(t) for t in run_targets] or not all(
-                    torch.equal(a, b) for a, b in zip(targets, run_targets)):
+            elif not same_targets(targets, run_targets):
                 raise InputError(f"run '{run['model']}' (seed {run.get('seed')}) was tested on other users or in other "
                                  "batches: give runs of one data split with the same eval_batch_size.")
             per_run.append(log_probs)

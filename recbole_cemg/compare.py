@@ -348,6 +348,13 @@ def scored(model: torch.nn.Module, loader) -> list[tuple[torch.Tensor, torch.Ten
     return batches
 
 
+def same_targets(first: list[torch.Tensor], second: list[torch.Tensor]) -> bool:
+    """Whether two scorings (``scored``'s targets, batch by batch) saw the same users' targets in the same batches,
+    so that their scores can be compared user by user."""
+    return [len(t) for t in first] == [len(t) for t in second] and all(
+        torch.equal(a, b) for a, b in zip(first, second))
+
+
 def print_table(table: str, output: str | None) -> None:
     """Print a markdown table, and write it atomically to ``output`` when given."""
     print(table, end="")

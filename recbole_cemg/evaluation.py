@@ -158,6 +158,12 @@ def read_user_results(result: dict, folder: str) -> dict:
     return loaded
 
 
+def target_ranks(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Each row's target rank (1 = top) among all items: one more than the items scored strictly higher, the tie
+    rule every per-user result of this plugin uses."""
+    return (scores > scores.gather(1, targets.view(-1, 1))).sum(1) + 1
+
+
 def training_item_counts(train_dataset, cold: torch.Tensor | None = None) -> torch.Tensor:
     """Training interactions per internal item id. RecBole's sequential training rows hold each interaction as a
     target except a user's first one, which appears only as the history of the user's first row (length 1)."""
@@ -187,8 +193,7 @@ class PerUserRecording:
             if len(rows) != len(scores) or (rows != torch.arange(len(scores), device=scores.device)).any():
                 raise InputError("per-user results need exactly one target item per evaluated row (leave-one-out "
                                  "splits); this evaluation has users with several.")
-            target = scores[rows, items].unsqueeze(1)
-            ranks = (scores > target).sum(1) + 1
+            ranks = target_ranks(scores, items)
             user = interaction[self.config["USER_ID_FIELD"]].to(scores.device)
             top = scores.topk(max(self.config["topk"]), dim=1).indices
             self._recorded.append(torch.cat([torch.stack([user, items, ranks], 1), top], 1).cpu())

@@ -59,7 +59,7 @@ class CEMG(SequentialRecommender):
             config["fusion_guidance"], config["rqvae_beta"], config["align_weight"], config["align_temperature"],
             config["rqvae_dropout"], config["fusion_popularity"], config["quantizer"])
             for _ in range(config["tokenizer_views"])]
-        single = len(views) == 1 and kept == config["codebook_levels"]
+        single = len(views) == 1 and kept == config["codebook_levels"]  # the plain tokenizer: earlier checkpoints load
         self.tokenizer = views[0] if single else TokenizerViews(views, kept)
         self.joint_weight = float(config["joint_weight"])
         self.training_counts = training_item_counts(dataset)  # the counts of the popularity buckets
@@ -170,8 +170,8 @@ class CEMG(SequentialRecommender):
         check_origin(table.get("run") or {}, self.config, path, "tokenizer_path")
         if table.get("level_sizes") != self.level_sizes:
             raise InputError(f"{path}: written for code levels {table.get('level_sizes')}, but this run has "
-                             f"{self.level_sizes} (view_levels or codebook_levels, x tokenizer_views; codebook_size; "
-                             "dedup_size).")
+                             f"{self.level_sizes} (view_levels, or else codebook_levels, times tokenizer_views; "
+                             "codebook_size; dedup_size).")
         if self.config["cold_target_simulation"]:
             if "content_codes" not in table:
                 raise InputError(f"{path}: no content-only codes, which cold_target_simulation needs (the file was "

@@ -102,17 +102,17 @@ class ItemLevelGenerator(NextItemGenerator):
     @classmethod
     def from_config(cls, config, level_sizes: list[int], collab_dim: int,
                     training_counts: torch.Tensor) -> ItemLevelGenerator:
+        latent_dim = config["rqvae_latent_dim"] * config["tokenizer_views"]  # every view's latent side by side
         return cls(level_sizes, collab_dim, config["MAX_ITEM_LIST_LENGTH"], config["llm_path"], config["llm_config"],
                    config["lora"], generator_dtype(config), config["generator_dropout"], config["code_loss"],
-                   latent_dim=config["rqvae_latent_dim"] * config["tokenizer_views"] if config["joint_weight"] else 0,
+                   latent_dim=latent_dim if config["joint_weight"] else 0,
                    num_beams=config["num_beams"],
                    n_items=len(training_counts) if config["residual_item_embedding"] else 0,
                    loss_candidates=training_counts > 0 if config["loss_candidates"] == "trained" else None,
                    cold_target_simulation=config["cold_target_simulation"],
                    cold_target_levels=config["cold_target_levels"], distill_weight=config["distill_weight"],
                    code_mixer=config["code_mixer"],
-                   codeword_dim=config["rqvae_latent_dim"] * config["tokenizer_views"]
-                   if config["codeword_projection"] else 0)
+                   codeword_dim=latent_dim if config["codeword_projection"] else 0)
 
     def code_vectors(self, codes: torch.Tensor) -> torch.Tensor:
         """The output vector ``[n, levels * hidden]`` of code tuples ``[n, levels]``: their code embeddings side by
