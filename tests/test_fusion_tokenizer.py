@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from recbole_cemg.data.features import AlignedFeatures
+from recbole_cemg.model.collab_view import CollaborativeView
 from recbole_cemg.model.collaborative import content_regression, map_cold_items
 from recbole_cemg.model.fusion import CollaborativeGuidedFusion
 from recbole_cemg.model.tokenizer import ItemTokenizer, TokenizerInputs, TokenizerViews, deduplicate, unique_rows
@@ -361,6 +362,36 @@ def test_a_view_cut_to_its_first_codes_keeps_them_and_decodes_their_prefix(fitte
         torch.testing.assert_close(cut.decode(codes), tokenizer.rqvae.quantizer.codebooks[0][codes[:, 0]])
         torch.testing.assert_close(tokenizer.decode(full["codes"]),
                                    cut.decode(codes) + tokenizer.rqvae.quantizer.codebooks[1][full["codes"][:, 1]])
+
+
+def test_collaborative_view_codes_the_unit_collaborative_embedding_beside_a_fused_view(fitted):
+    """The collaborative view groups items by their collaborative embedding alone (its first code follows the
+    synthetic clusters of that embedding), ignores its scale, trains nothing, and sits beside a fused view without
+    changing what the report reads of the fused one (fusion weights, reconstruction)."""
+    tokenizer, inputs, items, _ = fitted
+    view = CollaborativeView(collab_dim=6, levels=2, codebook_size=CLUSTERS)
+    assert view.fit(inputs, items, 5, 1e-2, generator=torch.Generator().manual_seed(0)) == 0
+    assert not any(p.requires_grad for p in view.parameters())
+    codes = view.encode(inputs.rows(items))["codes"]
+    cluster = items % CLUSTERS
+    for c in range(CLUSTERS):  # one first code per cluster, not shared with another cluster
+        first = codes[cluster == c, 0]
+        assert (first == first.mode().values).float().mean() >= 0.9
+    assert len(torch.unique(codes[:, 0])) == CLUSTERS
+    scaled = TokenizerInputs(inputs.features, inputs.masks, 3.0 * inputs.collab)
+    assert torch.equal(view.encode(scaled.rows(items))["codes"], codes)
+
+    views = TokenizerViews([tokenizer, view], levels=1)
+    joint, fused = views.encode(inputs.rows(items)), tokenizer.encode(inputs.rows(items))
+    assert torch.equal(joint["codes"], torch.cat([fused["codes"][:, :1], codes[:, :1]], dim=1))
+    torch.testing.assert_close(joint["weights"], fused["weights"])
+    assert joint["reconstruction"] == pytest.approx(fused["reconstruction"])
+    with torch.no_grad():
+        decoded = views.decode(joint["codes"])
+        torch.testing.assert_close(decoded[:, -6:], view.quantizer.codebooks[0][codes[:, 0]])
+    out = view(inputs.rows(items))
+    assert out["loss"] == 0 and not out["quantised"].requires_grad
+    torch.testing.assert_close(out["quantised"], view.decode(codes))
 
 
 # ----------------------------------------------------------------------------------------------------- cold start

@@ -413,25 +413,34 @@ def test_runs_load_from_result_files_and_comparisons(fused_run, tmp_path):
     assert loaded["score_fusion"]["per_user"].users == fused_run["score_fusion"]["per_user"].users
 
 
-@pytest.mark.parametrize("views, view_levels", [(1, 0), (2, 0), (2, 1)])
-def test_codeword_projection_in_cemg_reads_the_tokenizer_it_reloads(tiny_run_config, views, view_levels):
+@pytest.mark.parametrize("views, view_levels, collab_view", [(1, 0, False), (2, 0, False), (2, 1, False),
+                                                               (1, 2, True)])
+def test_codeword_projection_in_cemg_reads_the_tokenizer_it_reloads(tiny_run_config, views, view_levels, collab_view):
     """A run with the codewords in its output layer reloads through the real loading code to its recorded test
     result: the codewords come back with the tokenizer's codebooks in the checkpoint, not from anywhere else. With
     two tokenizer views every item's tuple is both views' codes (or their first ``view_levels``), and the codewords
-    are both views' latents."""
+    are both views' latents; the collaborative view's codes are its centroids' nearest to the item's unit
+    collaborative embedding, level by level."""
     config = dict(tiny_run_config["config_dict"], codeword_projection=True, epochs=3, tokenizer_epochs=10,
-                  tokenizer_views=views, view_levels=view_levels)
+                  tokenizer_views=views, view_levels=view_levels, collab_view=collab_view)
     result = run_cemg("CEMG", "tiny", tiny_run_config["config_file_list"], config, verbose=False)
     cold_prior = load_script("cold_prior", "benchmarks")
     model, data = cold_prior.rebuild(result, held_out=False)
     levels = view_levels or model.config["codebook_levels"]
-    assert model.item_codes.shape[1] == views * levels + 1
+    assert model.item_codes.shape[1] == (views + collab_view) * levels + 1
     assert unique_rows(model.item_codes[1:]) == model.n_items - 1
-    if views == 2:  # each view's share of the tuple is that view's own encoding of the item
+    if views + collab_view == 2:  # each view's share of the tuple is that view's own encoding of the item
         inputs = model.tokenizer_inputs().rows(torch.arange(1, model.n_items))
         own = model.tokenizer.views[1].encode(inputs)["codes"][:, :levels]
         assert torch.equal(model.item_codes[1:, levels:2 * levels], own)
         assert not torch.equal(model.item_codes[1:, :levels], own)
+    if collab_view:
+        residual = F.normalize(model.collab_embeddings[1:], dim=-1)
+        for level, codebook in enumerate(model.tokenizer.views[1].quantizer.codebooks[:levels]):
+            nearest = torch.cdist(residual, codebook).argmin(1)
+            assert torch.equal(model.item_codes[1:, levels + level], nearest)
+            residual = residual - codebook[nearest]
+        assert model.generator.codeword_projection.in_features == model.config["rqvae_latent_dim"] + residual.shape[1]
     projection = model.generator.codeword_projection.weight
     assert projection.abs().sum() > 0  # trained away from its zero start
     test = cold_prior.scored(model, data.test)

@@ -24,6 +24,7 @@ from recbole_cemg.data.features import load_modalities
 from recbole_cemg.errors import InputError, MissingFileError
 from recbole_cemg.evaluation import training_item_counts
 from recbole_cemg.io import atomic_write
+from recbole_cemg.model.collab_view import CollaborativeView
 from recbole_cemg.model.collaborative import build_collaborative_model, collaborative_dim
 from recbole_cemg.model.decoding import DecodingStats
 from recbole_cemg.model.generator import CodeGenerator
@@ -46,7 +47,7 @@ class CEMG(SequentialRecommender):
         self.config = config
         self.item_tokens = list(dataset.field2id_token[self.ITEM_ID])
         kept = config["view_levels"] or config["codebook_levels"]
-        code_levels = kept * config["tokenizer_views"]
+        code_levels = kept * (config["tokenizer_views"] + config["collab_view"])
         self.level_sizes = [config["codebook_size"]] * code_levels + [config["dedup_size"]]
 
         self.content = load_modalities(config, dataset, config["modalities"] or [])
@@ -59,6 +60,8 @@ class CEMG(SequentialRecommender):
             config["fusion_guidance"], config["rqvae_beta"], config["align_weight"], config["align_temperature"],
             config["rqvae_dropout"], config["fusion_popularity"], config["quantizer"])
             for _ in range(config["tokenizer_views"])]
+        if config["collab_view"]:
+            views.append(CollaborativeView(collab_dim, kept, config["codebook_size"]))
         single = len(views) == 1 and kept == config["codebook_levels"]  # the plain tokenizer: earlier checkpoints load
         self.tokenizer = views[0] if single else TokenizerViews(views, kept)
         self.joint_weight = float(config["joint_weight"])
@@ -170,7 +173,7 @@ class CEMG(SequentialRecommender):
         check_origin(table.get("run") or {}, self.config, path, "tokenizer_path")
         if table.get("level_sizes") != self.level_sizes:
             raise InputError(f"{path}: written for code levels {table.get('level_sizes')}, but this run has "
-                             f"{self.level_sizes} (view_levels, or else codebook_levels, times tokenizer_views; "
+                             f"{self.level_sizes} (view_levels, or else codebook_levels, times tokenizer_views + collab_view; "
                              "codebook_size; dedup_size).")
         if self.config["cold_target_simulation"]:
             if "content_codes" not in table:

@@ -102,7 +102,8 @@ class ItemLevelGenerator(NextItemGenerator):
     @classmethod
     def from_config(cls, config, level_sizes: list[int], collab_dim: int,
                     training_counts: torch.Tensor) -> ItemLevelGenerator:
-        latent_dim = config["rqvae_latent_dim"] * config["tokenizer_views"]  # every view's latent side by side
+        # every view's latent side by side (the collaborative view's: the collaborative embedding's width)
+        latent_dim = config["rqvae_latent_dim"] * config["tokenizer_views"] + collab_dim * config["collab_view"]
         return cls(level_sizes, collab_dim, config["MAX_ITEM_LIST_LENGTH"], config["llm_path"], config["llm_config"],
                    config["lora"], generator_dtype(config), config["generator_dropout"], config["code_loss"],
                    latent_dim=latent_dim if config["joint_weight"] else 0,

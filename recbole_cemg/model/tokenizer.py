@@ -16,7 +16,7 @@ all L semantic codes of every item intact, and it cannot fail while a group is s
 ``TokenizerViews`` fits several such tokenizers independently on the same items and puts their tuples side by side
 (``tokenizer_views``), each cut to its first codes if asked (``view_levels``): each fit partitions the items
 differently, and an item's cells in two partitions single it out among far fewer neighbours than one partition's cell
-does.
+does. One of the views may code the collaborative embedding alone (``collab_view``, ``collab_view.py``).
 """
 
 from __future__ import annotations
@@ -206,9 +206,12 @@ class TokenizerViews(nn.Module):
 
     Why: two fits of one tokenizer on Beauty put only about a fifth of the item pairs that share a first code in one
     view into one first-code cell of the other, so an item's pair of cells holds far fewer items than either cell.
-    The generator still ranks items by the log-probability of their (longer) code tuple."""
+    The generator still ranks items by the log-probability of their (longer) code tuple.
 
-    def __init__(self, views: list[ItemTokenizer], levels: int) -> None:
+    A view is an ``ItemTokenizer`` or anything with its ``fit`` / ``encode`` / ``decode`` / ``forward``, such as
+    ``CollaborativeView``; the first view must be an ``ItemTokenizer`` (its modality names label the report)."""
+
+    def __init__(self, views: list[nn.Module], levels: int) -> None:
         super().__init__()
         self.views = nn.ModuleList(views)
         self.levels = levels
@@ -229,12 +232,13 @@ class TokenizerViews(nn.Module):
     @torch.no_grad()
     def encode(self, inputs: TokenizerInputs, batch_size: int = 4096) -> dict[str, torch.Tensor]:
         """The views' (kept) codes side by side; residual norms (of all the levels each view fits) summed, the
-        de-duplication order; fusion weights and reconstruction error averaged over the views."""
+        de-duplication order; fusion weights and reconstruction error averaged over the fused views."""
         outs = [view.encode(inputs, batch_size) for view in self.views]
+        fused = [out for out in outs if "weights" in out]  # not the collaborative view (collab_view.py)
         return {"codes": torch.cat([out["codes"][:, :self.levels] for out in outs], dim=1),
                 "residual": sum(out["residual"] for out in outs),
-                "weights": sum(out["weights"] for out in outs) / len(outs),
-                "reconstruction": sum(out["reconstruction"] for out in outs) / len(outs)}
+                "weights": sum(out["weights"] for out in fused) / len(fused),
+                "reconstruction": sum(out["reconstruction"] for out in fused) / len(fused)}
 
     def fit(self, *args, **kwargs) -> int:
         """Fit the views one after the other (``ItemTokenizer.fit``'s arguments; a shared random ``generator``
