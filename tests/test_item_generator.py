@@ -397,7 +397,7 @@ def test_joint_training_reaches_the_tokenizer(fused_run, tmp_path, tiny_run_conf
     assert "generator.latent_projection.weight" in state
 
 
-def test_runs_load_from_result_files_and_comparisons(fused_run, tmp_path):
+def test_runs_load_from_result_files_and_comparisons(fused_run, tmp_path, monkeypatch):
     single = tmp_path / "one.json"
     single.write_text(json.dumps(store_user_results(fused_run, str(tmp_path / "one"), str(tmp_path)), default=str))
     assert os.path.isfile(tmp_path / "one.users.tsv.gz") and os.path.isfile(tmp_path / "one.score_fusion.users.tsv.gz")
@@ -411,6 +411,15 @@ def test_runs_load_from_result_files_and_comparisons(fused_run, tmp_path):
         assert len(users.ranks) == len(fused_run["per_user"].ranks)
     assert (loaded["per_user"].ranks == fused_run["per_user"].ranks).all()
     assert loaded["score_fusion"]["per_user"].users == fused_run["score_fusion"]["per_user"].users
+    # rewritten with other rows, the table keeps only the per-user files its rows name (rows are renumbered)
+    monkeypatch.chdir(tmp_path)  # a relative prefix, as the command line gives it
+    write_outputs([spelled_out], summarise([spelled_out]), "table")
+    (stored,) = json.loads((tmp_path / "table.json").read_text())["runs"]
+    named = [stored["per_user"]] + [stored[k]["per_user"] for k in ("score_fusion", "collaborative") if k in stored]
+    assert len(named) == 3 and named[0].startswith("table.users/00-")  # the second row is the first now
+    assert sorted(os.listdir(tmp_path / "table.users")) == sorted(os.path.basename(p) for p in named)
+    (rewritten,) = load_runs(str(tmp_path / "table"))
+    assert (rewritten["per_user"].ranks == fused_run["per_user"].ranks).all()
 
 
 @pytest.mark.parametrize("views, view_levels, collab_view", [(1, 0, False), (2, 0, False), (2, 1, False),
