@@ -24,7 +24,7 @@ import torch
 from recbole_cemg.checkpoints import read_checkpoint
 from recbole_cemg.config import Config, known_keys, read_config_file
 from recbole_cemg.errors import InputError, MissingFileError, UserError
-from recbole_cemg.evaluation import EXTRA_ROWS, UserResults, read_user_results, store_user_results
+from recbole_cemg.evaluation import UserResults, read_user_results, store_user_results, stored_user_files
 from recbole_cemg.io import atomic_write
 from recbole_cemg.quick_start import PreparedData, prepare_data, run_cemg, run_score_ensemble
 from recbole_cemg.schema import schema
@@ -447,11 +447,9 @@ def write_outputs(rows: list[dict[str, Any]], summary: list[dict[str, Any]], pre
 def remove_stale_user_files(users_folder: str, folder: str, stored: list[dict[str, Any]]) -> None:
     """Delete the per-user files in ``users_folder`` that no stored row names: a table rewritten with more rows
     numbers them anew, and the files of its earlier version would pile up beside the ones it reads."""
-    named = {os.path.normpath(os.path.join(folder, entry["per_user"])) for row in stored
-             for entry in [row] + [row[k] for k in EXTRA_ROWS if isinstance(row.get(k), dict)]
-             if isinstance(entry.get("per_user"), str)}
+    named = {path for row in stored for path in stored_user_files(row, folder)}
     for name in os.listdir(users_folder) if os.path.isdir(users_folder) else []:
-        path = os.path.normpath(os.path.join(os.path.abspath(users_folder), name))
+        path = os.path.abspath(os.path.join(users_folder, name))
         if name.endswith(".users.tsv.gz") and path not in named:
             os.remove(path)
 

@@ -135,6 +135,13 @@ def store_user_results(result: dict, stem: str, folder: str) -> dict:
     return stored
 
 
+def stored_user_files(stored: dict, folder: str) -> list[str]:
+    """The per-user files a result stored by ``store_user_results`` names (its own and its extra rows'), as absolute
+    paths."""
+    entries = [stored] + [stored[key] for key in EXTRA_ROWS if isinstance(stored.get(key), dict)]
+    return [os.path.abspath(os.path.join(folder, e["per_user"])) for e in entries if isinstance(e.get("per_user"), str)]
+
+
 def write_result_file(result: dict, path: str) -> None:
     """One run's result as a JSON file (atomic), its per-user results beside it (``store_user_results``), in the
     form ``compare.py --merge`` reads."""
