@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import time
 from dataclasses import asdict
@@ -95,12 +96,37 @@ class CEMGTrainer(ResumableTraining, DistributedEvaluation, PerUserRecording, Tr
             return super().fit(train_data, valid_data, verbose, saved, show_progress, callback_fn)
 
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
-        loss = super()._train_epoch(train_data, epoch_idx, loss_func, show_progress)
+        with self.scheduled_learning_rate(epoch_idx, len(train_data)):
+            loss = super()._train_epoch(train_data, epoch_idx, loss_func, show_progress)
         step = self.config["joint_recode_step"]
         if self.model.joint_weight and step and (epoch_idx + 1) % step == 0:
             changed = self.model.recode()
             self.logger.info(f"joint training: items re-coded after epoch {epoch_idx}, {changed:.2%} changed codes")
         return loss
+
+    @contextlib.contextmanager
+    def scheduled_learning_rate(self, epoch_idx: int, steps: int) -> Iterator[None]:
+        """Sets each step's learning rate from ``lr_schedule`` before the optimizer takes it. The rate is a
+        function of the step's place in the whole training (``epochs`` x ``steps``), so a resumed run continues on
+        the same curve with no scheduler state to save."""
+        schedule = self.config["lr_schedule"]
+        if schedule == "constant":
+            yield
+            return
+        total, step = self.epochs * steps, epoch_idx * steps
+
+        def set_rate(optimizer, args, kwargs) -> None:
+            nonlocal step
+            rate = self.learning_rate * learning_rate_factor(schedule, step / total)
+            for group in optimizer.param_groups:
+                group["lr"] = rate
+            step += 1
+
+        handle = self.optimizer.register_step_pre_hook(set_rate)
+        try:
+            yield
+        finally:
+            handle.remove()
 
     def fit_collaborative(self, train_data, valid_data, show_progress: bool) -> None:
         """Stage 1: collaborative embeddings from the training split (``collab_source``: a model trained here, a
@@ -214,3 +240,12 @@ def parameter_groups(model: nn.Module, weight_decay: float, scope: str) -> list[
     exempt |= {id(p) for p in trainable if p.dim() < 2}
     return [{"params": [p for p in trainable if id(p) not in exempt], "weight_decay": weight_decay},
             {"params": [p for p in trainable if id(p) in exempt], "weight_decay": 0.0}]
+
+
+def learning_rate_factor(schedule: str, progress: float) -> float:
+    """The learning rate's share of ``learning_rate`` at ``progress`` (0: the first step, 1: the end of the last
+    epoch). ``cosine`` decays it to 0 by the last epoch: the generator is still improving at its 20th epoch, and a
+    rate that ends low settles the weights where a constant one keeps moving them step by step."""
+    if schedule == "constant":
+        return 1.0
+    return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))

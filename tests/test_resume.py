@@ -29,9 +29,11 @@ from recbole_cemg.resume import interrupted_run
 from tests.conftest import assert_metrics_agree, generator_losses, numbers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# Long enough stages that the kills land inside them; the same settings for every run of this file.
+# Long enough stages that the kills land inside them; the same settings for every run of this file. The cosine
+# learning rate makes the first resumed epoch's loss also check that the schedule continues where it stopped.
 SETTINGS = ["--dataset=tiny", "--config_files=tests/data/tiny.yaml", "--state=INFO", "--show_progress=False",
-            "--collab_epochs=40", "--collab_stopping_step=40", "--epochs=12", "--stopping_step=12"]
+            "--collab_epochs=40", "--collab_stopping_step=40", "--epochs=12", "--stopping_step=12",
+            "--lr_schedule=cosine"]
 
 
 def start(checkpoint_dir, log, *extra: str) -> subprocess.Popen:
