@@ -159,7 +159,7 @@ class ItemLevelGenerator(NextItemGenerator):
         (content-only) code tuples instead."""
         queries = [head(states) for head in self.heads]
         query = torch.cat(queries, dim=-1)
-        scores = query @ self.item_vectors().T
+        scores = (query @ self.item_vectors().T).float()  # under autocast (enable_amp) the normalisation stays fp32
         if content_targets is not None:
             rows, items = content_targets
             scores[rows, items] = (query[rows] * self.code_vectors(self.simulated_target_codes(items))).sum(-1)
@@ -167,7 +167,7 @@ class ItemLevelGenerator(NextItemGenerator):
         if candidates is not None:
             scores = scores.masked_fill(~candidates, float("-inf"))
         if self.code_loss == "levels":
-            return scores - sum(torch.logsumexp(q @ table.weight.T, dim=-1, keepdim=True)
+            return scores - sum(torch.logsumexp((q @ table.weight.T).float(), dim=-1, keepdim=True)
                                 for q, table in zip(queries, self.code_embeddings))
         return torch.log_softmax(scores, dim=-1)
 
