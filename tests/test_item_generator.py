@@ -61,6 +61,22 @@ def test_scores_are_log_probabilities_of_code_tuples(code_loss):
             torch.testing.assert_close(all_tuples.exp().sum(1), torch.ones(3))  # normalised over all tuples
 
 
+@pytest.mark.parametrize("code_loss", ["items", "levels"])
+def test_under_cpu_autocast_the_scores_are_normalised_in_float32(code_loss):
+    """RecBole's ``enable_amp`` runs training under autocast, bf16 on a CPU: the item scores' products may be bf16,
+    their normalisation must not be (a bf16 log-softmax over many items is off by a percent)."""
+    model = generator(code_loss)
+    states = torch.randn(3, 16)
+    with torch.no_grad():
+        exact = model.item_log_probs(states)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            mixed = model.item_log_probs(states)
+    assert mixed.dtype == torch.float32
+    torch.testing.assert_close(mixed, exact, atol=0.05, rtol=0.0)  # bf16 products, nothing worse
+    if code_loss == "items":
+        torch.testing.assert_close(mixed[:, 1:].exp().sum(1), torch.ones(3), atol=1e-6, rtol=0.0)
+
+
 def test_states_are_causal_and_ignore_what_follows():
     model = generator("items")
     items = torch.randint(1, N_ITEMS + 1, (2, 6), generator=torch.Generator().manual_seed(1))
