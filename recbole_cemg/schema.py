@@ -181,6 +181,9 @@ def _cemg_relations(config: MutableMapping[str, Any]) -> Iterator[tuple[str, str
     for key, what, why, used in needs_items_likelihood:
         if used and (config["generator_input"], config["code_loss"]) != ("items", "items"):
             yield key, f"{what} needs the item-level generator with code_loss: items ({why})."
+    if config["code_transition"] and config["generator_input"] != "items":
+        yield "code_transition", ("the code transition feeds the item-level generator's heads: set generator_input: "
+                                  "items, or code_transition: False.")
     if config["residual_item_embedding"] and config["generator_input"] != "items":
         yield "residual_item_embedding", ("the residual item embedding extends the item-level generator's output "
                                           "layer: set generator_input: items, or residual_item_embedding: False.")

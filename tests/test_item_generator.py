@@ -12,6 +12,7 @@ import sys
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from recbole_cemg.compare import fusion_row, load_runs, summarise, write_outputs
 from recbole_cemg.evaluation import store_user_results
@@ -180,6 +181,52 @@ def test_code_mixer_starts_as_the_additive_scorer_and_learns_what_a_sum_over_lev
         assert scores[5] == scores[6]  # the same tuple, the same score: no parameter of an item's own
     assert final[0] > torch.log(torch.tensor(4.0)) - 0.01
     assert final[32] < torch.log(torch.tensor(2.0)) + 0.05
+
+
+def cell_mate_mass(model: ItemLevelGenerator, last_items: torch.Tensor, cells: torch.Tensor) -> float:
+    """Mean probability the model puts on the other items of each last item's level-0 cell, after that item alone."""
+    with torch.no_grad():
+        probs = model.eval().all_item_scores(sequence(model, last_items[:, None])).exp()
+    others = (cells[None, :] == cells[last_items, None]) & (torch.arange(len(cells))[None, :] != last_items[:, None])
+    return float((probs * others).sum(1).mean())
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_code_transition_starts_as_the_heads_alone_and_carries_the_last_items_cell_to_unseen_items(seed):
+    """64 items in 4 level-0 cells (two finer levels of 16 codes); the next item is a cell-mate of the last one.
+    Trained on 48 of the items as last items, the model is asked after each of the other 16: the transition reads the
+    last item's level-0 code directly, the heads alone must find it in the sum of its three code embeddings."""
+    plain, with_transition = generator("items"), generator("items", code_transition=True)
+    with_transition.load_state_dict(plain.state_dict(), strict=False)
+    states, last = torch.randn(3, 16), plain.item_codes[1:4]
+    with torch.no_grad():  # the maps start at zero: the scorer of the heads alone
+        torch.testing.assert_close(with_transition.item_log_probs(states, last), plain.item_log_probs(states))
+
+    g = torch.Generator().manual_seed(seed)
+    levels = [4, 16, 16]
+    codes = code_catalogue(levels, 64, seed)
+    cells, items = codes[:, 0], torch.arange(1, 65)
+    pairs = []
+    for a in items[:48].tolist():
+        mates = items[(cells[1:] == cells[a]) & (items != a)]
+        pairs += [[a, b] for b in mates[torch.randperm(len(mates), generator=g)[:3]].tolist()]
+    collab = torch.randn(65, 5, generator=g)
+    mass = {}
+    for transition in (False, True):
+        torch.manual_seed(seed)
+        model = ItemLevelGenerator(levels, collab_dim=5, max_history_items=6, llm_config=dict(LLM_CONFIG),
+                                   dropout=0.0, code_transition=transition)
+        model.set_items(codes, collab)
+        optimiser = torch.optim.Adam(model.parameters(), lr=0.02)
+        for _ in range(200):
+            optimiser.zero_grad()
+            model.loss(sequence(model, torch.tensor(pairs)), all_positions=True).backward()
+            optimiser.step()
+        mass[transition] = cell_mate_mass(model, items[48:], cells)
+    assert mass[True] > 0.8 and mass[True] > mass[False] + 0.05
+    for transition in model.transitions:  # the mass comes through the learned maps
+        nn.init.zeros_(transition.weight)
+    assert cell_mate_mass(model, items[48:], cells) < mass[True] - 0.1
 
 
 def codeword_clusters(codeword_dim: int, seed: int) -> ItemLevelGenerator:
@@ -438,16 +485,18 @@ def test_runs_load_from_result_files_and_comparisons(fused_run, tmp_path, monkey
     assert (rewritten["per_user"].ranks == fused_run["per_user"].ranks).all()
 
 
-@pytest.mark.parametrize("views, view_levels, collab_view", [(1, 0, False), (2, 0, False), (2, 1, False),
-                                                               (1, 2, True)])
-def test_codeword_projection_in_cemg_reads_the_tokenizer_it_reloads(tiny_run_config, views, view_levels, collab_view):
+@pytest.mark.parametrize("views, view_levels, collab_view, transition", [(1, 0, False, False), (2, 0, False, False),
+                                                                           (2, 1, False, True), (1, 2, True, False)])
+def test_codeword_projection_in_cemg_reads_the_tokenizer_it_reloads(tiny_run_config, views, view_levels, collab_view,
+                                                                    transition):
     """A run with the codewords in its output layer reloads through the real loading code to its recorded test
     result: the codewords come back with the tokenizer's codebooks in the checkpoint, not from anywhere else. With
     two tokenizer views every item's tuple is both views' codes (or their first ``view_levels``), and the codewords
     are both views' latents; the collaborative view's codes are its centroids' nearest to the item's unit
-    collaborative embedding, level by level."""
+    collaborative embedding, level by level. With ``code_transition`` the trained maps come back too and the
+    recorded ranking read the last history item's codes through them."""
     config = dict(tiny_run_config["config_dict"], codeword_projection=True, epochs=3, tokenizer_epochs=10,
-                  tokenizer_views=views, view_levels=view_levels, collab_view=collab_view)
+                  tokenizer_views=views, view_levels=view_levels, collab_view=collab_view, code_transition=transition)
     result = run_cemg("CEMG", "tiny", tiny_run_config["config_file_list"], config, verbose=False)
     cold_prior = load_script("cold_prior", "benchmarks")
     model, data = cold_prior.rebuild(result, held_out=False)
@@ -475,3 +524,11 @@ def test_codeword_projection_in_cemg_reads_the_tokenizer_it_reloads(tiny_run_con
         projection.zero_()
         plain = cold_prior.scored(model, data.test)
     assert not all(torch.equal(a, b) for (a, _), (b, _) in zip(test, plain))
+    assert (model.generator.transitions is not None) == transition
+    if transition:  # trained away from zero, and part of the ranking too
+        assert all(t.weight.abs().sum() > 0 for t in model.generator.transitions)
+        with torch.no_grad():
+            for t in model.generator.transitions:
+                t.weight.zero_()
+            without = cold_prior.scored(model, data.test)
+        assert not all(torch.equal(a, b) for (a, _), (b, _) in zip(plain, without))

@@ -41,6 +41,12 @@ code and sit close in the RQ-VAE's latent share 1/L of their output vector and n
 that closeness, so the generator can score an item's neighbours in the code space alike. A function of the code
 tuple alone: the ranker stays pure.
 
+``code_transition`` lets each level's head also read that level's code of the item just read, through a learned map
+per level (zero-initialised): a first-order transition between codes of one level, as FPMC's item-to-item term. The
+transformer reads an item as the sum of its code embeddings, from which no linear head can pick one level's code
+back out, so "the items that share this item's cell in either view" cannot be scored as a group otherwise; it
+reads nothing but codes, so the ranker stays pure.
+
 ``n_items`` > 0 makes it a hybrid (``residual_item_embedding``): each item's output vector also gets a projection of
 its collaborative embedding and a free vector of its own (initialised at 0), SASRec's output capacity beside the
 codes; items are then ranked by more than their code tuple.
@@ -66,7 +72,7 @@ class ItemLevelGenerator(NextItemGenerator):
                  code_loss: str = "items", latent_dim: int = 0, num_beams: int = 20, n_items: int = 0,
                  loss_candidates: torch.Tensor | None = None, cold_target_simulation: float = 0.0,
                  cold_target_levels: int = 0, distill_weight: float = 0.0, code_mixer: int = 0,
-                 codeword_dim: int = 0) -> None:
+                 codeword_dim: int = 0, code_transition: bool = False) -> None:
         super().__init__(num_beams)
         self.model = build_backbone(llm_path, llm_config, lora, dtype, max_positions=max_history_items + 1)
         hidden = self.model.config.hidden_size
@@ -82,6 +88,10 @@ class ItemLevelGenerator(NextItemGenerator):
         self.input_norm = nn.LayerNorm(hidden)
         self.dropout = nn.Dropout(dropout)
         self.heads = nn.ModuleList(nn.Linear(hidden, hidden) for _ in level_sizes)
+        self.transitions = nn.ModuleList(nn.Linear(hidden, hidden, bias=False) for _ in level_sizes) \
+            if code_transition else None
+        for transition in self.transitions or ():  # training starts from the heads alone
+            nn.init.zeros_(transition.weight)
         for table in self.code_embeddings:
             nn.init.normal_(table.weight, std=hidden ** -0.5)
         width = hidden * len(level_sizes)
@@ -113,7 +123,8 @@ class ItemLevelGenerator(NextItemGenerator):
                    cold_target_simulation=config["cold_target_simulation"],
                    cold_target_levels=config["cold_target_levels"], distill_weight=config["distill_weight"],
                    code_mixer=config["code_mixer"],
-                   codeword_dim=latent_dim if config["codeword_projection"] else 0)
+                   codeword_dim=latent_dim if config["codeword_projection"] else 0,
+                   code_transition=config["code_transition"])
 
     def code_vectors(self, codes: torch.Tensor) -> torch.Tensor:
         """The output vector ``[n, levels * hidden]`` of code tuples ``[n, levels]``: their code embeddings side by
@@ -151,13 +162,18 @@ class ItemLevelGenerator(NextItemGenerator):
         out = self.model(inputs_embeds=inputs.to(self.dtype), position_ids=positions)
         return self.dropout(out.last_hidden_state.float())
 
-    def item_log_probs(self, states: torch.Tensor, candidates: torch.Tensor | None = None,
+    def item_log_probs(self, states: torch.Tensor, last_codes: torch.Tensor | None = None,
+                       candidates: torch.Tensor | None = None,
                        content_targets: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """Log-probability of every item's code tuple after each state ``[..., hidden]`` -> ``[..., items]``, among
         the ``candidates`` (a mask over the items; default all); the padding item and the others get -inf.
+        ``last_codes`` ``[..., levels]``: the codes of the item each state was read after (``code_transition``).
         ``content_targets`` (rows of 2-d states, their items): those items are scored through their simulated
         (content-only) code tuples instead."""
         queries = [head(states) for head in self.heads]
+        if self.transitions is not None:
+            queries = [query + transition(table(last_codes[..., level])) for level, (query, transition, table)
+                       in enumerate(zip(queries, self.transitions, self.code_embeddings))]
         query = torch.cat(queries, dim=-1)
         scores = (query @ self.item_vectors().T).float()  # under autocast (enable_amp) the normalisation stays fp32
         if content_targets is not None:
@@ -174,7 +190,8 @@ class ItemLevelGenerator(NextItemGenerator):
     def loss(self, window: ItemSequence, all_positions: bool, teacher: Teacher | None = None) -> torch.Tensor:
         """One pass over the window trains every prefix (SASRec-style): the state after item ``t`` predicts item
         ``t + 1``; with a ``teacher``, ``(1 - distill_weight) * NLL + distill_weight * H(teacher, generator)``."""
-        states = self.states(window.inputs())
+        inputs = window.inputs()
+        states = self.states(inputs)
         targets = window.items[:, 1:]
         predicted = targets > 0
         if not all_positions:  # only the prediction of each row's last item
@@ -185,7 +202,8 @@ class ItemLevelGenerator(NextItemGenerator):
         if self.cold_target_simulation:  # the targets seen as cold items: scored through their content-only tuples
             rows = torch.nonzero(torch.rand(len(targets), device=targets.device) < self.cold_target_simulation)[:, 0]
             content_targets = rows, targets[rows]
-        log_probs = self.item_log_probs(states[predicted], self.loss_candidates, content_targets)
+        log_probs = self.item_log_probs(states[predicted], inputs.codes[predicted], self.loss_candidates,
+                                        content_targets)
         nll = F.nll_loss(log_probs, targets)
         if teacher is None or not self.distill_weight:
             return nll
@@ -201,6 +219,7 @@ class ItemLevelGenerator(NextItemGenerator):
         """Every item's exact log-probability."""
         start = time.perf_counter()
         states = self.states(history)
-        scores = self.item_log_probs(states[torch.arange(len(states), device=states.device), history.lengths - 1])
+        last = torch.arange(len(states), device=states.device), history.lengths - 1
+        scores = self.item_log_probs(states[last], history.codes[last])
         self.decoding_stats.add_exact(len(scores), time.perf_counter() - start)
         return scores
