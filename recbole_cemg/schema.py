@@ -169,8 +169,6 @@ def _cemg_relations(config: MutableMapping[str, Any]) -> Iterator[tuple[str, str
     if config["train_all_positions"] and config["prompt_suffix"]:
         yield "train_all_positions", ("training on all positions cannot place a `prompt_suffix`; set "
                                       "train_all_positions: False.")
-    if config["joint_weight"] and config["generator_input"] != "items":
-        yield "joint_weight", "joint training needs the item-level generator (generator_input: items)."
     needs_items_likelihood = (
         ("loss_candidates", "choosing the training softmax's candidates", "the likelihood over the items",
          config["loss_candidates"] == "trained"),
@@ -181,12 +179,15 @@ def _cemg_relations(config: MutableMapping[str, Any]) -> Iterator[tuple[str, str
     for key, what, why, used in needs_items_likelihood:
         if used and (config["generator_input"], config["code_loss"]) != ("items", "items"):
             yield key, f"{what} needs the item-level generator with code_loss: items ({why})."
-    if config["code_transition"] and config["generator_input"] != "items":
-        yield "code_transition", ("the code transition feeds the item-level generator's heads: set generator_input: "
-                                  "items, or code_transition: False.")
-    if config["residual_item_embedding"] and config["generator_input"] != "items":
-        yield "residual_item_embedding", ("the residual item embedding extends the item-level generator's output "
-                                          "layer: set generator_input: items, or residual_item_embedding: False.")
+    needs_the_item_generator = (
+        ("joint_weight", "joint training", "joint_weight: 0", bool(config["joint_weight"])),
+        ("code_transition", "the code transition (it feeds the item-level generator's heads)",
+         "code_transition: False", config["code_transition"]),
+        ("residual_item_embedding", "the residual item embedding (it extends the item-level generator's output layer)",
+         "residual_item_embedding: False", config["residual_item_embedding"]))
+    for key, what, off, used in needs_the_item_generator:
+        if used and config["generator_input"] != "items":
+            yield key, f"{what} needs the item-level generator: set generator_input: items, or {off}."
     needs_the_tokenizer = (
         ("joint_weight", "joint training trains the tokenizer, `tokenizer_path` reuses fixed codes",
          "joint_weight: 0", bool(config["joint_weight"])),
