@@ -188,6 +188,9 @@ def _cemg_relations(config: MutableMapping[str, Any]) -> Iterator[tuple[str, str
     for key, what, off, used in needs_the_item_generator:
         if used and config["generator_input"] != "items":
             yield key, f"{what} needs the item-level generator: set generator_input: items, or {off}."
+    for key, default in (("transition_scope", "level"), ("transition_items", 1)):
+        if config[key] != default and not config["code_transition"]:
+            yield key, f"shapes the code transition, which is off: set code_transition: True, or {key}: {default}."
     needs_the_tokenizer = (
         ("joint_weight", "joint training trains the tokenizer, `tokenizer_path` reuses fixed codes",
          "joint_weight: 0", bool(config["joint_weight"])),

@@ -183,50 +183,73 @@ def test_code_mixer_starts_as_the_additive_scorer_and_learns_what_a_sum_over_lev
     assert final[32] < torch.log(torch.tensor(2.0)) + 0.05
 
 
-def cell_mate_mass(model: ItemLevelGenerator, last_items: torch.Tensor, cells: torch.Tensor) -> float:
-    """Mean probability the model puts on the other items of each last item's level-0 cell, after that item alone."""
+def group_mass(model: ItemLevelGenerator, histories: torch.Tensor, groups: torch.Tensor) -> float:
+    """Mean probability the model puts on each history's group of items (a mask ``[n, items]``) as the next one."""
     with torch.no_grad():
-        probs = model.eval().all_item_scores(sequence(model, last_items[:, None])).exp()
-    others = (cells[None, :] == cells[last_items, None]) & (torch.arange(len(cells))[None, :] != last_items[:, None])
-    return float((probs * others).sum(1).mean())
+        probs = model.eval().all_item_scores(sequence(model, histories)).exp()
+    return float((probs * groups).sum(1).mean())
 
 
-@pytest.mark.parametrize("seed", [0, 1])
-def test_code_transition_starts_as_the_heads_alone_and_carries_the_last_items_cell_to_unseen_items(seed):
-    """64 items in 4 level-0 cells (two finer levels of 16 codes); the next item is a cell-mate of the last one.
-    Trained on 48 of the items as last items, the model is asked after each of the other 16: the transition reads the
-    last item's level-0 code directly, the heads alone must find it in the sum of its three code embeddings."""
-    plain, with_transition = generator("items"), generator("items", code_transition=True)
+def trained_on(windows: torch.Tensor, codes: torch.Tensor, seed: int, **options) -> ItemLevelGenerator:
+    torch.manual_seed(seed)
+    model = ItemLevelGenerator([4, 16, 16], collab_dim=5, max_history_items=6, llm_config=dict(LLM_CONFIG),
+                               dropout=0.0, **options)
+    model.set_items(codes, torch.randn(len(codes), 5, generator=torch.Generator().manual_seed(seed)))
+    optimiser = torch.optim.Adam(model.parameters(), lr=0.02)
+    for _ in range(200):
+        optimiser.zero_grad()
+        model.loss(sequence(model, windows), all_positions=True).backward()
+        optimiser.step()
+    return model
+
+
+@pytest.mark.parametrize("options", [{}, {"transition_scope": "tuple"}, {"transition_items": 3}])
+def test_code_transition_starts_as_the_heads_alone(options):
+    plain, with_transition = generator("items"), generator("items", code_transition=True, **options)
     with_transition.load_state_dict(plain.state_dict(), strict=False)
-    states, last = torch.randn(3, 16), plain.item_codes[1:4]
-    with torch.no_grad():  # the maps start at zero: the scorer of the heads alone
-        torch.testing.assert_close(with_transition.item_log_probs(states, last), plain.item_log_probs(states))
+    histories = sequence(plain, torch.tensor([[3, 1, 4], [2, 0, 0], [5, 6, 0]]))
+    with torch.no_grad():
+        torch.testing.assert_close(with_transition.all_item_scores(histories), plain.all_item_scores(histories))
 
+
+@pytest.mark.parametrize("task, seed", [("cell", 0), ("cell", 1), ("other level", 0), ("two back", 0)])
+def test_code_transition_carries_what_it_reads_to_items_never_read_in_training(task, seed):
+    """64 items, codes of 4 x 16 x 16. Trained with 48 of the items as the item the next one depends on, the model
+    is asked after each of the other 16, and should put its mass on the next item's group:
+
+    - cell: the next item shares its level-0 cell with the last one. The level-wise transition reads that code
+      directly; the heads alone must find it in the sum of the item's three code embeddings.
+    - other level: the next item's level-0 cell is the last item's level-1 code modulo 4, which the whole tuple's
+      transition (``transition_scope: tuple``) maps directly and the level-wise one cannot.
+    - two back: the next item is a cell-mate of the item before the last one (the last is random): the transition over
+      the last 3 items (``transition_items: 3``) reads it, the one over the last item reads noise."""
     g = torch.Generator().manual_seed(seed)
-    levels = [4, 16, 16]
-    codes = code_catalogue(levels, 64, seed)
-    cells, items = codes[:, 0], torch.arange(1, 65)
-    pairs = []
+    codes = code_catalogue([4, 16, 16], 64, seed)
+    items = torch.arange(1, 65)
+    source = codes[:, 1] % 4 if task == "other level" else codes[:, 0]
+    ids = torch.arange(65)
+    group = (codes[None, :, 0] == source[:, None]) & (ids[None, :] != ids[:, None]) & (ids[None, :] > 0)
+    windows = []
     for a in items[:48].tolist():
-        mates = items[(cells[1:] == cells[a]) & (items != a)]
-        pairs += [[a, b] for b in mates[torch.randperm(len(mates), generator=g)[:3]].tolist()]
-    collab = torch.randn(65, 5, generator=g)
+        mates = items[group[a, 1:]]
+        for b in mates[torch.randperm(len(mates), generator=g)[:3]].tolist():
+            windows.append([a, int(torch.randint(1, 65, (1,), generator=g)), b] if task == "two back" else [a, b])
+    windows = torch.tensor(windows)
+    baseline, option = {"cell": ({"code_transition": False}, {"code_transition": True}),
+                        "other level": ({"code_transition": True}, {"code_transition": True,
+                                                                    "transition_scope": "tuple"}),
+                        "two back": ({"code_transition": True}, {"code_transition": True, "transition_items": 3}),
+                        }[task]
+    asked = items[48:]
+    histories = torch.stack([asked, torch.randint(1, 65, (16,), generator=g)], 1) if task == "two back" \
+        else asked[:, None]
     mass = {}
-    for transition in (False, True):
-        torch.manual_seed(seed)
-        model = ItemLevelGenerator(levels, collab_dim=5, max_history_items=6, llm_config=dict(LLM_CONFIG),
-                                   dropout=0.0, code_transition=transition)
-        model.set_items(codes, collab)
-        optimiser = torch.optim.Adam(model.parameters(), lr=0.02)
-        for _ in range(200):
-            optimiser.zero_grad()
-            model.loss(sequence(model, torch.tensor(pairs)), all_positions=True).backward()
-            optimiser.step()
-        mass[transition] = cell_mate_mass(model, items[48:], cells)
-    assert mass[True] > 0.8 and mass[True] > mass[False] + 0.05
-    for transition in model.transitions:  # the mass comes through the learned maps
-        nn.init.zeros_(transition.weight)
-    assert cell_mate_mass(model, items[48:], cells) < mass[True] - 0.1
+    for name, options in (("baseline", baseline), ("option", option)):
+        model = trained_on(windows, codes, seed, **options)
+        mass[name] = group_mass(model, histories, group[asked])
+    assert mass["option"] > 0.5 and mass["option"] > mass["baseline"] + 0.1, mass
+    nn.init.zeros_(model.transition.weight)  # the mass comes through the learned maps
+    assert group_mass(model, histories, group[asked]) < mass["option"] - 0.1
 
 
 def codeword_clusters(codeword_dim: int, seed: int) -> ItemLevelGenerator:
@@ -524,11 +547,10 @@ def test_codeword_projection_in_cemg_reads_the_tokenizer_it_reloads(tiny_run_con
         projection.zero_()
         plain = cold_prior.scored(model, data.test)
     assert not all(torch.equal(a, b) for (a, _), (b, _) in zip(test, plain))
-    assert (model.generator.transitions is not None) == transition
+    assert (model.generator.transition is not None) == transition
     if transition:  # trained away from zero, and part of the ranking too
-        assert all(t.weight.abs().sum() > 0 for t in model.generator.transitions)
+        assert model.generator.transition.weight.abs().sum() > 0
         with torch.no_grad():
-            for t in model.generator.transitions:
-                t.weight.zero_()
+            model.generator.transition.weight.zero_()
             without = cold_prior.scored(model, data.test)
         assert not all(torch.equal(a, b) for (a, _), (b, _) in zip(plain, without))

@@ -228,6 +228,8 @@ def test_each_violation_names_the_key_and_what_is_expected(key, value, expected)
 
 @pytest.mark.parametrize("settings, key, expected", [
     ({"code_transition": True, "generator_input": "tokens"}, "code_transition", "set generator_input: items"),
+    ({"transition_scope": "tuple"}, "transition_scope", "set code_transition: True, or transition_scope: level"),
+    ({"transition_items": 3}, "transition_items", "set code_transition: True, or transition_items: 1"),
     ({"residual_item_embedding": True, "generator_input": "tokens"}, "residual_item_embedding",
      "set generator_input: items"),
     ({"loss_candidates": "trained", "code_loss": "levels"}, "loss_candidates", "code_loss: items"),

@@ -41,11 +41,10 @@ code and sit close in the RQ-VAE's latent share 1/L of their output vector and n
 that closeness, so the generator can score an item's neighbours in the code space alike. A function of the code
 tuple alone: the ranker stays pure.
 
-``code_transition`` lets each level's head also read that level's code of the item just read, through a learned map
-per level (zero-initialised): a first-order transition between codes of one level, as FPMC's item-to-item term. The
-transformer reads an item as the sum of its code embeddings, from which no linear head can pick one level's code
-back out, so "the items that share this item's cell in either view" cannot be scored as a group otherwise; it
-reads nothing but codes, so the ranker stays pure.
+``code_transition`` adds to each level's query a learned map of the codes of the item just read
+(``code_transition.py``: the same level's code, or the whole tuple, of the last item or the last few): items that share
+a cell with what was just read can be scored as a group, which the heads cannot do from the sum of code embeddings
+the transformer reads. It reads nothing but codes, so the ranker stays pure.
 
 ``n_items`` > 0 makes it a hybrid (``residual_item_embedding``): each item's output vector also gets a projection of
 its collaborative embedding and a free vector of its own (initialised at 0), SASRec's output capacity beside the
@@ -61,6 +60,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from recbole_cemg.model.code_transition import CodeTransition
 from recbole_cemg.model.generator import build_backbone, generator_dtype
 from recbole_cemg.model.next_item import ItemSequence, NextItemGenerator, Teacher
 
@@ -72,7 +72,8 @@ class ItemLevelGenerator(NextItemGenerator):
                  code_loss: str = "items", latent_dim: int = 0, num_beams: int = 20, n_items: int = 0,
                  loss_candidates: torch.Tensor | None = None, cold_target_simulation: float = 0.0,
                  cold_target_levels: int = 0, distill_weight: float = 0.0, code_mixer: int = 0,
-                 codeword_dim: int = 0, code_transition: bool = False) -> None:
+                 codeword_dim: int = 0, code_transition: bool = False, transition_scope: str = "level",
+                 transition_items: int = 1) -> None:
         super().__init__(num_beams)
         self.model = build_backbone(llm_path, llm_config, lora, dtype, max_positions=max_history_items + 1)
         hidden = self.model.config.hidden_size
@@ -88,10 +89,8 @@ class ItemLevelGenerator(NextItemGenerator):
         self.input_norm = nn.LayerNorm(hidden)
         self.dropout = nn.Dropout(dropout)
         self.heads = nn.ModuleList(nn.Linear(hidden, hidden) for _ in level_sizes)
-        self.transitions = nn.ModuleList(nn.Linear(hidden, hidden, bias=False) for _ in level_sizes) \
+        self.transition = CodeTransition(len(level_sizes), hidden, transition_scope, transition_items) \
             if code_transition else None
-        for transition in self.transitions or ():  # training starts from the heads alone
-            nn.init.zeros_(transition.weight)
         for table in self.code_embeddings:
             nn.init.normal_(table.weight, std=hidden ** -0.5)
         width = hidden * len(level_sizes)
@@ -124,7 +123,8 @@ class ItemLevelGenerator(NextItemGenerator):
                    cold_target_levels=config["cold_target_levels"], distill_weight=config["distill_weight"],
                    code_mixer=config["code_mixer"],
                    codeword_dim=latent_dim if config["codeword_projection"] else 0,
-                   code_transition=config["code_transition"])
+                   code_transition=config["code_transition"], transition_scope=config["transition_scope"],
+                   transition_items=config["transition_items"])
 
     def code_vectors(self, codes: torch.Tensor) -> torch.Tensor:
         """The output vector ``[n, levels * hidden]`` of code tuples ``[n, levels]``: their code embeddings side by
@@ -162,19 +162,26 @@ class ItemLevelGenerator(NextItemGenerator):
         out = self.model(inputs_embeds=inputs.to(self.dtype), position_ids=positions)
         return self.dropout(out.last_hidden_state.float())
 
-    def item_log_probs(self, states: torch.Tensor, last_codes: torch.Tensor | None = None,
+    def transition_terms(self, sequence: ItemSequence) -> torch.Tensor | None:
+        """What the code transition adds to the queries after each item of the sequence,
+        ``[batch, length, levels * hidden]`` (None without one)."""
+        if self.transition is None:
+            return None
+        codes = sequence.codes
+        return self.transition(torch.stack([table(codes[..., level])
+                                            for level, table in enumerate(self.code_embeddings)], dim=-2))
+
+    def item_log_probs(self, states: torch.Tensor, transition: torch.Tensor | None = None,
                        candidates: torch.Tensor | None = None,
                        content_targets: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """Log-probability of every item's code tuple after each state ``[..., hidden]`` -> ``[..., items]``, among
         the ``candidates`` (a mask over the items; default all); the padding item and the others get -inf.
-        ``last_codes`` ``[..., levels]``: the codes of the item each state was read after (``code_transition``).
+        ``transition`` ``[..., levels * hidden]``: the code transition's terms of those states (``transition_terms``).
         ``content_targets`` (rows of 2-d states, their items): those items are scored through their simulated
         (content-only) code tuples instead."""
-        queries = [head(states) for head in self.heads]
-        if self.transitions is not None:
-            queries = [query + transition(table(last_codes[..., level])) for level, (query, transition, table)
-                       in enumerate(zip(queries, self.transitions, self.code_embeddings))]
-        query = torch.cat(queries, dim=-1)
+        query = torch.cat([head(states) for head in self.heads], dim=-1)
+        if transition is not None:
+            query = query + transition
         scores = (query @ self.item_vectors().T).float()  # under autocast (enable_amp) the normalisation stays fp32
         if content_targets is not None:
             rows, items = content_targets
@@ -183,6 +190,7 @@ class ItemLevelGenerator(NextItemGenerator):
         if candidates is not None:
             scores = scores.masked_fill(~candidates, float("-inf"))
         if self.code_loss == "levels":
+            queries = query.split(self.code_embeddings[0].embedding_dim, dim=-1)
             return scores - sum(torch.logsumexp((q @ table.weight.T).float(), dim=-1, keepdim=True)
                                 for q, table in zip(queries, self.code_embeddings))
         return torch.log_softmax(scores, dim=-1)
@@ -202,8 +210,9 @@ class ItemLevelGenerator(NextItemGenerator):
         if self.cold_target_simulation:  # the targets seen as cold items: scored through their content-only tuples
             rows = torch.nonzero(torch.rand(len(targets), device=targets.device) < self.cold_target_simulation)[:, 0]
             content_targets = rows, targets[rows]
-        log_probs = self.item_log_probs(states[predicted], inputs.codes[predicted], self.loss_candidates,
-                                        content_targets)
+        transition = self.transition_terms(inputs)
+        log_probs = self.item_log_probs(states[predicted], None if transition is None else transition[predicted],
+                                        self.loss_candidates, content_targets)
         nll = F.nll_loss(log_probs, targets)
         if teacher is None or not self.distill_weight:
             return nll
@@ -220,6 +229,7 @@ class ItemLevelGenerator(NextItemGenerator):
         start = time.perf_counter()
         states = self.states(history)
         last = torch.arange(len(states), device=states.device), history.lengths - 1
-        scores = self.item_log_probs(states[last], history.codes[last])
+        transition = self.transition_terms(history)
+        scores = self.item_log_probs(states[last], None if transition is None else transition[last])
         self.decoding_stats.add_exact(len(scores), time.perf_counter() - start)
         return scores
