@@ -18,7 +18,6 @@ The maps start at zero: a generator with a transition starts as the one without.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 
@@ -26,21 +25,18 @@ class CodeTransition(nn.Module):
     def __init__(self, levels: int, hidden: int, scope: str = "level", items: int = 1) -> None:
         super().__init__()
         self.scope = scope
+        self.items = items
         width = levels * hidden
         self.weight = nn.Parameter(torch.zeros((levels, hidden, hidden) if scope == "level" else (width, width)))
         recency = torch.zeros(items)
         recency[0] = 1.0
         self.recency = nn.Parameter(recency) if items > 1 else None
 
-    def forward(self, code_vectors: torch.Tensor) -> torch.Tensor:
-        """Code embeddings of a sequence's items ``[batch, length, levels, hidden]`` -> what the transition adds to
-        the queries of the state after each position, ``[batch, length, levels * hidden]``. Sequences are
-        right-padded, so the items before a real position are real (or before the start, where they count as 0)."""
-        source = code_vectors
-        if self.recency is not None:
-            length = code_vectors.shape[1]
-            source = sum(weight * F.pad(code_vectors, (0, 0, 0, 0, distance, 0))[:, :length]
-                         for distance, weight in enumerate(self.recency))
+    def forward(self, recent: torch.Tensor) -> torch.Tensor:
+        """Code embeddings of the last ``items`` items read before each scored state, ``[n, items, levels, hidden]``
+        (distance 0 first; zeros before a sequence's start) -> what the transition adds to those states' queries,
+        ``[n, levels * hidden]``."""
+        source = recent[:, 0] if self.recency is None else torch.einsum("k,nklh->nlh", self.recency, recent)
         if self.scope == "level":
-            return torch.einsum("btli,loi->btlo", source, self.weight).flatten(-2)
+            return torch.einsum("nli,loi->nlo", source, self.weight).flatten(-2)
         return source.flatten(-2) @ self.weight.T

@@ -162,14 +162,16 @@ class ItemLevelGenerator(NextItemGenerator):
         out = self.model(inputs_embeds=inputs.to(self.dtype), position_ids=positions)
         return self.dropout(out.last_hidden_state.float())
 
-    def transition_terms(self, sequence: ItemSequence) -> torch.Tensor | None:
-        """What the code transition adds to the queries after each item of the sequence,
-        ``[batch, length, levels * hidden]`` (None without one)."""
+    def transition_terms(self, codes: torch.Tensor, rows: torch.Tensor, steps: torch.Tensor) -> torch.Tensor | None:
+        """What the code transition adds to the query of the state after item ``steps`` of sequence ``rows``
+        (``codes`` ``[batch, length, levels]``), ``[n, levels * hidden]``; None without one. Only the scored states'
+        last items are looked up: scoring reads one state per sequence."""
         if self.transition is None:
             return None
-        codes = sequence.codes
-        return self.transition(torch.stack([table(codes[..., level])
-                                            for level, table in enumerate(self.code_embeddings)], dim=-2))
+        positions = steps.unsqueeze(-1) - torch.arange(self.transition.items, device=steps.device)
+        recent = codes[rows.unsqueeze(-1), positions.clamp(min=0)]  # [n, items, levels]
+        vectors = torch.stack([table(recent[..., level]) for level, table in enumerate(self.code_embeddings)], dim=-2)
+        return self.transition(vectors * (positions >= 0)[..., None, None])
 
     def item_log_probs(self, states: torch.Tensor, transition: torch.Tensor | None = None,
                        candidates: torch.Tensor | None = None,
@@ -208,15 +210,14 @@ class ItemLevelGenerator(NextItemGenerator):
         targets = targets[predicted]
         content_targets = None
         if self.cold_target_simulation:  # the targets seen as cold items: scored through their content-only tuples
-            rows = torch.nonzero(torch.rand(len(targets), device=targets.device) < self.cold_target_simulation)[:, 0]
-            content_targets = rows, targets[rows]
-        transition = self.transition_terms(inputs)
-        log_probs = self.item_log_probs(states[predicted], None if transition is None else transition[predicted],
+            simulated = torch.nonzero(torch.rand(len(targets), device=targets.device) < self.cold_target_simulation)
+            content_targets = simulated[:, 0], targets[simulated[:, 0]]
+        rows, steps = torch.nonzero(predicted, as_tuple=True)  # the order of states[predicted]
+        log_probs = self.item_log_probs(states[predicted], self.transition_terms(inputs.codes, rows, steps),
                                         self.loss_candidates, content_targets)
         nll = F.nll_loss(log_probs, targets)
         if teacher is None or not self.distill_weight:
             return nll
-        rows, steps = torch.nonzero(predicted, as_tuple=True)  # the order of states[predicted]
         soft = teacher(window.items[rows], steps + 1)
         if self.loss_candidates is not None:
             soft = torch.log_softmax(soft.masked_fill(~self.loss_candidates, float("-inf")), dim=-1)
@@ -228,8 +229,7 @@ class ItemLevelGenerator(NextItemGenerator):
         """Every item's exact log-probability."""
         start = time.perf_counter()
         states = self.states(history)
-        last = torch.arange(len(states), device=states.device), history.lengths - 1
-        transition = self.transition_terms(history)
-        scores = self.item_log_probs(states[last], None if transition is None else transition[last])
+        rows, steps = torch.arange(len(states), device=states.device), history.lengths - 1
+        scores = self.item_log_probs(states[rows, steps], self.transition_terms(history.codes, rows, steps))
         self.decoding_stats.add_exact(len(scores), time.perf_counter() - start)
         return scores
