@@ -175,9 +175,7 @@ def _cemg_relations(config: MutableMapping[str, Any]) -> Iterator[tuple[str, str
         ("code_mixer", "mixing the levels of an item's output vector",
          "per-level softmaxes assume a sum over levels", bool(config["code_mixer"])),
         ("codeword_projection", "adding the codewords to an item's output vector",
-         "per-level softmaxes assume a sum over levels", config["codeword_projection"]),
-        ("logit_adjustment", "adjusting the training softmax's logits", "the likelihood over the items",
-         bool(config["logit_adjustment"])))
+         "per-level softmaxes assume a sum over levels", config["codeword_projection"]))
     for key, what, why, used in needs_items_likelihood:
         if used and (config["generator_input"], config["code_loss"]) != ("items", "items"):
             yield key, f"{what} needs the item-level generator with code_loss: items ({why})."

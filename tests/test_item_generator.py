@@ -317,28 +317,6 @@ def test_loss_candidates_leave_never_trained_items_out_of_the_training_softmax()
     assert (plain.residual_items.weight.grad[[11, 12]].abs().sum(1) > 0).all()
 
 
-def test_logit_adjustment_trains_scores_that_lean_less_to_popular_items():
-    """After item 1 the next item is the popular item 2 four times as often as the rare item 3. Trained plainly the
-    model learns that ratio; trained with the training-only prior tau * log(1 + count) (``logit_adjustment``: 1) its
-    scores, which rank, learn the ratio divided by the prior's, (1 + 2) / (1 + 16) in favour of 3."""
-    windows = torch.tensor([[1, 2]] * 8 + [[1, 3]] * 2 + [[4, 2]] * 8)
-    counts = torch.zeros(N_ITEMS + 1)
-    counts[[1, 2, 3, 4]] = torch.tensor([10.0, 16.0, 2.0, 8.0])
-    ratio = {}
-    for tau in (0.0, 1.0):
-        model = generator("items", training_prior=tau * torch.log1p(counts) if tau else None).train()
-        optimiser = torch.optim.Adam(model.parameters(), lr=0.02)
-        for _ in range(300):
-            optimiser.zero_grad()
-            model.loss(sequence(model, windows), all_positions=True).backward()
-            optimiser.step()
-        with torch.no_grad():
-            probs = model.eval().all_item_scores(sequence(model, torch.tensor([[1]])))[0].exp()
-        ratio[tau] = float(probs[3] / probs[2])
-    assert 0.2 < ratio[0.0] < 0.3, ratio  # the data's 2 / 8
-    assert 0.25 * 17 / 3 * 0.8 < ratio[1.0] < 0.25 * 17 / 3 * 1.25, ratio
-
-
 @pytest.mark.parametrize("levels", [0, 1])
 def test_cold_target_simulation_scores_the_chosen_targets_through_their_content_only_tuples(levels):
     """With every target simulated, the loss is the NLL of each target's content-only tuple (on its first

@@ -235,7 +235,6 @@ def test_each_violation_names_the_key_and_what_is_expected(key, value, expected)
     ({"loss_candidates": "trained", "code_loss": "levels"}, "loss_candidates", "code_loss: items"),
     ({"code_mixer": 64, "code_loss": "levels"}, "code_mixer", "code_loss: items (per-level softmaxes"),
     ({"codeword_projection": True, "code_loss": "levels"}, "codeword_projection", "code_loss: items"),
-    ({"logit_adjustment": 0.5, "code_loss": "levels"}, "logit_adjustment", "code_loss: items"),
     ({"codeword_projection": True, "tokenizer_path": "run.codes.json"}, "codeword_projection",
      "a codes file (`tokenizer_path`) has none"),
     ({"cold_simulation": 0.5, "modalities": []}, "cold_simulation", "list content modalities"),

@@ -46,11 +46,6 @@ tuple alone: the ranker stays pure.
 a cell with what was just read can be scored as a group, which the heads cannot do from the sum of code embeddings
 the transformer reads. It reads nothing but codes, so the ranker stays pure.
 
-``training_prior`` (``logit_adjustment``) is added to every item's score in the training loss only, tau * log(1 + the
-item's training count): the logit-adjusted softmax of long-tail classification. Shared codes let a popular item's
-frequency leak into its cell-mates' scores; with the prior the code embeddings need not carry popularity, and the
-ranking, without it, leans less to popular items. The ranking is still the code tuples' log-probability: pure.
-
 ``n_items`` > 0 makes it a hybrid (``residual_item_embedding``): each item's output vector also gets a projection of
 its collaborative embedding and a free vector of its own (initialised at 0), SASRec's output capacity beside the
 codes; items are then ranked by more than their code tuple.
@@ -78,7 +73,7 @@ class ItemLevelGenerator(NextItemGenerator):
                  loss_candidates: torch.Tensor | None = None, cold_target_simulation: float = 0.0,
                  cold_target_levels: int = 0, distill_weight: float = 0.0, code_mixer: int = 0,
                  codeword_dim: int = 0, code_transition: bool = False, transition_scope: str = "level",
-                 transition_items: int = 1, training_prior: torch.Tensor | None = None) -> None:
+                 transition_items: int = 1) -> None:
         super().__init__(num_beams)
         self.model = build_backbone(llm_path, llm_config, lora, dtype, max_positions=max_history_items + 1)
         hidden = self.model.config.hidden_size
@@ -112,7 +107,6 @@ class ItemLevelGenerator(NextItemGenerator):
         if n_items:
             nn.init.zeros_(self.residual_items.weight)
         self.register_buffer("loss_candidates", loss_candidates, persistent=False)
-        self.register_buffer("training_prior", training_prior, persistent=False)
 
     @classmethod
     def from_config(cls, config, level_sizes: list[int], collab_dim: int,
@@ -130,9 +124,7 @@ class ItemLevelGenerator(NextItemGenerator):
                    code_mixer=config["code_mixer"],
                    codeword_dim=latent_dim if config["codeword_projection"] else 0,
                    code_transition=config["code_transition"], transition_scope=config["transition_scope"],
-                   transition_items=config["transition_items"],
-                   training_prior=config["logit_adjustment"] * torch.log1p(training_counts.float())
-                   if config["logit_adjustment"] else None)
+                   transition_items=config["transition_items"])
 
     def code_vectors(self, codes: torch.Tensor) -> torch.Tensor:
         """The output vector ``[n, levels * hidden]`` of code tuples ``[n, levels]``: their code embeddings side by
@@ -183,14 +175,12 @@ class ItemLevelGenerator(NextItemGenerator):
 
     def item_log_probs(self, states: torch.Tensor, transition: torch.Tensor | None = None,
                        candidates: torch.Tensor | None = None,
-                       content_targets: tuple[torch.Tensor, torch.Tensor] | None = None,
-                       prior: torch.Tensor | None = None) -> torch.Tensor:
+                       content_targets: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """Log-probability of every item's code tuple after each state ``[..., hidden]`` -> ``[..., items]``, among
         the ``candidates`` (a mask over the items; default all); the padding item and the others get -inf.
         ``transition`` ``[..., levels * hidden]``: the code transition's terms of those states (``transition_terms``).
         ``content_targets`` (rows of 2-d states, their items): those items are scored through their simulated
-        (content-only) code tuples instead. ``prior`` ``[items]``: added to every item's score before the softmax
-        (the training loss's logit adjustment)."""
+        (content-only) code tuples instead."""
         query = torch.cat([head(states) for head in self.heads], dim=-1)
         if transition is not None:
             query = query + transition
@@ -198,8 +188,6 @@ class ItemLevelGenerator(NextItemGenerator):
         if content_targets is not None:
             rows, items = content_targets
             scores[rows, items] = (query[rows] * self.code_vectors(self.simulated_target_codes(items))).sum(-1)
-        if prior is not None:
-            scores = scores + prior
         scores[..., 0] = float("-inf")
         if candidates is not None:
             scores = scores.masked_fill(~candidates, float("-inf"))
@@ -226,7 +214,7 @@ class ItemLevelGenerator(NextItemGenerator):
             content_targets = simulated[:, 0], targets[simulated[:, 0]]
         rows, steps = torch.nonzero(predicted, as_tuple=True)  # the order of states[predicted]
         log_probs = self.item_log_probs(states[predicted], self.transition_terms(inputs.codes, rows, steps),
-                                        self.loss_candidates, content_targets, self.training_prior)
+                                        self.loss_candidates, content_targets)
         nll = F.nll_loss(log_probs, targets)
         if teacher is None or not self.distill_weight:
             return nll
