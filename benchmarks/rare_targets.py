@@ -72,15 +72,17 @@ def reduced(model: torch.nn.Module, loader, log_prior: torch.Tensor, taus: list[
     return {key: torch.cat(values) for key, values in out.items()}
 
 
-def report(cemg_path: str, id_path: str, taus: list[float]) -> str:
-    runs = {"cemg": pure_run(cemg_path), "id": pure_run(id_path)}
+def report(cemg_run: dict[str, Any], id_run: dict[str, Any], taus: list[float]) -> str:
+    """The two markdown tables; ``taus`` must hold 0 (the runs as recorded)."""
+    runs = {"cemg": cemg_run, "id": id_run}
     results: dict[str, dict[str, dict[str, torch.Tensor]]] = {}
     codes = columns = counts = None
     for key in ("cemg", "id"):  # CEMG first: its codes define the cells for both
         model, data = reload_run(runs[key])
         if codes is None:
             if not hasattr(model, "item_codes"):
-                raise InputError(f"{cemg_path}: not a CEMG run (no item codes); give CEMG's result first.")
+                raise InputError(f"run '{cemg_run['model']}' is not a CEMG run (no item codes): give CEMG's result "
+                                 "first, the ID model's second.")
             codes, columns = model.item_codes.cpu(), cell_columns(runs[key])
             counts = training_item_counts(data.train._dataset).cpu()
         log_prior = torch.log1p(counts.float())
@@ -93,6 +95,7 @@ def report(cemg_path: str, id_path: str, taus: list[float]) -> str:
     names = {key: runs[key]["model"] for key in runs}
     test_counts = counts[results["cemg"]["test"]["targets"]].numpy()
     buckets = [(label, (test_counts >= low) & (test_counts <= high)) for label, low, high in BUCKETS]
+    buckets = [(label, mask) for label, mask in buckets if mask.any()]
 
     def recall(ranks: torch.Tensor, mask: np.ndarray | None = None) -> float:
         hit = (ranks <= 10).numpy()
@@ -143,7 +146,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--output", help="also write the tables (markdown) here")
     args = parser.parse_args(argv)
     taus = sorted(set(args.taus) | {0.0})
-    print_table(report(args.cemg, args.id_model, taus), args.output)
+    print_table(report(pure_run(args.cemg), pure_run(args.id_model), taus), args.output)
 
 
 if __name__ == "__main__":
