@@ -30,7 +30,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the checkout, when not installed
 from recbole_cemg.compare import load_runs, print_table, reload_run, same_targets, scored  # noqa: E402
 from recbole_cemg.errors import InputError, command_line  # noqa: E402
-from recbole_cemg.evaluation import target_ranks, training_item_counts  # noqa: E402
+from recbole_cemg.evaluation import UserResults, target_ranks, training_item_counts  # noqa: E402
 from recbole_cemg.significance import POPULARITY_BUCKETS  # noqa: E402
 
 BUCKETS = [bucket for bucket in POPULARITY_BUCKETS if bucket[2] > 0]  # test targets have training interactions
@@ -97,13 +97,15 @@ def report(cemg_run: dict[str, Any], id_run: dict[str, Any], taus: list[float]) 
     buckets = [(label, (test_counts >= low) & (test_counts <= high)) for label, low, high in BUCKETS]
     buckets = [(label, mask) for label, mask in buckets if mask.any()]
 
+    def per_user(ranks: torch.Tensor, metric: str) -> np.ndarray:
+        return UserResults([], [], ranks.numpy(), np.zeros(len(ranks), dtype=np.int64)).metric(metric)
+
     def recall(ranks: torch.Tensor, mask: np.ndarray | None = None) -> float:
-        hit = (ranks <= 10).numpy()
+        hit = per_user(ranks, "recall@10")
         return float(hit[mask].mean() if mask is not None else hit.mean())
 
     def ndcg(ranks: torch.Tensor) -> float:
-        r = ranks.numpy()
-        return float(np.where(r <= 10, 1 / np.log2(r + 1), 0.0).mean())
+        return float(per_user(ranks, "ndcg@10").mean())
 
     lines = ["### Post-hoc popularity correction: log-probability - tau x log(1 + training count)", "",
              "| model | tau | valid R@10 | valid N@10 | test R@10 | test N@10 | test R@10 by target's training count "
