@@ -177,8 +177,11 @@ def _cemg_relations(config: MutableMapping[str, Any]) -> Iterator[tuple[str, str
         ("codeword_projection", "adding the codewords to an item's output vector",
          "per-level softmaxes assume a sum over levels", config["codeword_projection"]))
     for key, what, why, used in needs_items_likelihood:
-        if used and (config["generator_input"], config["code_loss"]) != ("items", "items"):
-            yield key, f"{what} needs the item-level generator with code_loss: items ({why})."
+        if used and (config["generator_input"] != "items" or config["code_loss"] == "levels"):
+            yield key, f"{what} needs the item-level generator with code_loss: items or views ({why})."
+    if config["code_loss"] == "views" and config["tokenizer_views"] + config["collab_view"] < 2:
+        yield "code_loss", ("views trains one softmax per tokenizer view, and this run has one view: set "
+                            "tokenizer_views: 2 (or more), or code_loss: items.")
     needs_the_item_generator = (
         ("joint_weight", "joint training", "joint_weight: 0", bool(config["joint_weight"])),
         ("code_transition", "the code transition (it feeds the item-level generator's heads)",

@@ -7,13 +7,20 @@ transformer backbone (built from a config, or pretrained + LoRA) reads the seque
 into logits over the codes of level ``l``. An item's score is the sum of its codes' logits: a gather from one
 ``[levels, codes]`` table per user, so every item is ranked exactly, without beams (as in RPG).
 
-Two likelihoods of the next item's code tuple share that one scoring function (``code_loss``):
+Three likelihoods of the next item's code tuple share that one scoring function (``code_loss``):
 
 - ``levels``: each level is a softmax over its K codes, ``log P(c) = sum_l log p_l(c_l)`` (RPG's parallel heads);
 - ``items``: the summed logits normalised over the code tuples that exist, i.e. maximum likelihood of the next
-  item's tuple among the valid ones.
+  item's tuple among the valid ones;
+- ``views``: ``items`` once per tokenizer view (a product of experts): each view's share of the tuple (``view_levels``
+  levels; the last view's share also holds the de-duplication level) is normalised over the items on its own and
+  trained on its own NLL, and an item's score is the sum of its views' log-probabilities. Under ``items`` the views'
+  codes are fitted together, so one view can carry the ranking and the other adjust it; under ``views`` each view must
+  rank on its own, as each run of an ensemble of differently tokenized runs does (the one lever that lifted the rare
+  targets too).
 
-Both rank a user's items by the same sum of code logits; they differ in what training pushes down. Under ``items``
+All three rank a user's items by the same sum of code logits (up to a constant per user); they differ in what
+training pushes down. Under ``items``
 an item that never occurs in training is a negative of every training step and never a target, so its tuple is only
 ever pushed down; ``loss_candidates`` (the items the training softmax normalises over, e.g. those with training
 interactions) leaves such items to be scored through the codes they share with trained items. Still, the tuples such
@@ -73,12 +80,17 @@ class ItemLevelGenerator(NextItemGenerator):
                  loss_candidates: torch.Tensor | None = None, cold_target_simulation: float = 0.0,
                  cold_target_levels: int = 0, distill_weight: float = 0.0, code_mixer: int = 0,
                  codeword_dim: int = 0, code_transition: bool = False, transition_scope: str = "level",
-                 transition_items: int = 1) -> None:
+                 transition_items: int = 1, view_levels: int = 0) -> None:
         super().__init__(num_beams)
         self.model = build_backbone(llm_path, llm_config, lora, dtype, max_positions=max_history_items + 1)
         hidden = self.model.config.hidden_size
         self.dtype = dtype
         self.code_loss = code_loss
+        # the output columns of each softmax over the items: one for all levels, or (views) one per tokenizer view
+        width, bounds = hidden * len(level_sizes), [0, hidden * len(level_sizes)]
+        if code_loss == "views":
+            bounds = list(range(0, width - hidden, hidden * view_levels)) + [width]
+        self.expert_columns = [slice(start, end) for start, end in zip(bounds[:-1], bounds[1:])]
         self.cold_target_simulation = cold_target_simulation
         self.cold_target_levels = cold_target_levels or len(level_sizes)
         self.distill_weight = distill_weight
@@ -124,7 +136,8 @@ class ItemLevelGenerator(NextItemGenerator):
                    code_mixer=config["code_mixer"],
                    codeword_dim=latent_dim if config["codeword_projection"] else 0,
                    code_transition=config["code_transition"], transition_scope=config["transition_scope"],
-                   transition_items=config["transition_items"])
+                   transition_items=config["transition_items"],
+                   view_levels=config["view_levels"] or config["codebook_levels"])
 
     def code_vectors(self, codes: torch.Tensor) -> torch.Tensor:
         """The output vector ``[n, levels * hidden]`` of code tuples ``[n, levels]``: their code embeddings side by
@@ -184,18 +197,25 @@ class ItemLevelGenerator(NextItemGenerator):
         query = torch.cat([head(states) for head in self.heads], dim=-1)
         if transition is not None:
             query = query + transition
-        scores = (query @ self.item_vectors().T).float()  # under autocast (enable_amp) the normalisation stays fp32
+        vectors = self.item_vectors()
         if content_targets is not None:
             rows, items = content_targets
-            scores[rows, items] = (query[rows] * self.code_vectors(self.simulated_target_codes(items))).sum(-1)
-        scores[..., 0] = float("-inf")
-        if candidates is not None:
-            scores = scores.masked_fill(~candidates, float("-inf"))
-        if self.code_loss == "levels":
-            queries = query.split(self.code_embeddings[0].embedding_dim, dim=-1)
-            return scores - sum(torch.logsumexp((q @ table.weight.T).float(), dim=-1, keepdim=True)
-                                for q, table in zip(queries, self.code_embeddings))
-        return torch.log_softmax(scores, dim=-1)
+            simulated = self.code_vectors(self.simulated_target_codes(items))
+        log_probs = 0.0
+        for columns in self.expert_columns:
+            # under autocast (enable_amp) the products may be bf16, the normalisation stays fp32
+            scores = (query[..., columns] @ vectors[:, columns].T).float()
+            if content_targets is not None:
+                scores[rows, items] = (query[rows, columns] * simulated[:, columns]).sum(-1).float()
+            scores[..., 0] = float("-inf")
+            if candidates is not None:
+                scores = scores.masked_fill(~candidates, float("-inf"))
+            if self.code_loss == "levels":
+                queries = query.split(self.code_embeddings[0].embedding_dim, dim=-1)
+                return scores - sum(torch.logsumexp((q @ table.weight.T).float(), dim=-1, keepdim=True)
+                                    for q, table in zip(queries, self.code_embeddings))
+            log_probs = log_probs + torch.log_softmax(scores, dim=-1)
+        return log_probs
 
     def loss(self, window: ItemSequence, all_positions: bool, teacher: Teacher | None = None) -> torch.Tensor:
         """One pass over the window trains every prefix (SASRec-style): the state after item ``t`` predicts item
