@@ -190,7 +190,8 @@ class ItemLevelGenerator(NextItemGenerator):
                        candidates: torch.Tensor | None = None,
                        content_targets: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """Log-probability of every item's code tuple after each state ``[..., hidden]`` -> ``[..., items]``, among
-        the ``candidates`` (a mask over the items; default all); the padding item and the others get -inf.
+        the ``candidates`` (a mask over the items; default all); the padding item and the others get -inf. Under
+        ``code_loss: views``, the sum of each view's log-probability of its share of the tuple (``expert_columns``).
         ``transition`` ``[..., levels * hidden]``: the code transition's terms of those states (``transition_terms``).
         ``content_targets`` (rows of 2-d states, their items): those items are scored through their simulated
         (content-only) code tuples instead."""
