@@ -199,24 +199,26 @@ class ItemLevelGenerator(NextItemGenerator):
         if transition is not None:
             query = query + transition
         vectors = self.item_vectors()
+        simulated = None
         if content_targets is not None:
             rows, items = content_targets
-            simulated = self.code_vectors(self.simulated_target_codes(items))
-        log_probs = 0.0
-        for columns in self.expert_columns:
-            # under autocast (enable_amp) the products may be bf16, the normalisation stays fp32
-            scores = (query[..., columns] @ vectors[:, columns].T).float()
-            if content_targets is not None:
-                scores[rows, items] = (query[rows, columns] * simulated[:, columns]).sum(-1).float()
-            scores[..., 0] = float("-inf")
-            if candidates is not None:
-                scores = scores.masked_fill(~candidates, float("-inf"))
-            if self.code_loss == "levels":
-                queries = query.split(self.code_embeddings[0].embedding_dim, dim=-1)
-                return scores - sum(torch.logsumexp((q @ table.weight.T).float(), dim=-1, keepdim=True)
-                                    for q, table in zip(queries, self.code_embeddings))
-            log_probs = log_probs + torch.log_softmax(scores, dim=-1)
-        return log_probs
+            simulated = rows, items, self.code_vectors(self.simulated_target_codes(items))
+
+        def scores(columns: slice) -> torch.Tensor:
+            """The items' summed code logits over the output ``columns``; -inf outside the candidates. Under autocast
+            (enable_amp) the products may be bf16, the normalisation stays fp32."""
+            out = (query[..., columns] @ vectors[:, columns].T).float()
+            if simulated is not None:
+                rows, items, codes = simulated
+                out[rows, items] = (query[rows, columns] * codes[:, columns]).sum(-1).float()
+            out[..., 0] = float("-inf")
+            return out if candidates is None else out.masked_fill(~candidates, float("-inf"))
+
+        if self.code_loss == "levels":
+            queries = query.split(self.code_embeddings[0].embedding_dim, dim=-1)
+            return scores(slice(None)) - sum(torch.logsumexp((q @ table.weight.T).float(), dim=-1, keepdim=True)
+                                             for q, table in zip(queries, self.code_embeddings))
+        return sum(torch.log_softmax(scores(columns), dim=-1) for columns in self.expert_columns)
 
     def loss(self, window: ItemSequence, all_positions: bool, teacher: Teacher | None = None) -> torch.Tensor:
         """One pass over the window trains every prefix (SASRec-style): the state after item ``t`` predicts item
