@@ -12,7 +12,9 @@ together, each ensemble paired against the same ensemble of the reference model 
         --runs $D/ablations/codes8x256-stride20-202?.json --output $D/ablations/seed-ensembles.md
 
 Every run's checkpoint must still exist where its result file says (``checkpoint``); a group's runs must be of one
-model and data split.
+model and data split, or the group is given a ``--name``: e.g. to tell how much of two CEMG runs' difference is their
+codes, a run trained on another run's codes (``tokenizer_path``, a model name of its own) paired with that run, against
+two runs with codes of their own (``ablations/codes-or-generator-2020-2022.md``).
 """
 
 from __future__ import annotations
@@ -53,13 +55,16 @@ def ranked(log_probs: list[list[torch.Tensor]], targets: list[torch.Tensor]) -> 
     return UserResults(users, users, ranks, np.zeros(len(ranks), dtype=np.int64))
 
 
-def ensembles(groups: list[list[dict[str, Any]]]) -> str:
-    """The markdown table: per model, its single runs, pairs and all runs; paired against the first model's."""
+def ensembles(groups: list[list[dict[str, Any]]], labels: list[str] | None = None) -> str:
+    """The markdown table: per model (or labelled group), its single runs, pairs and all runs; paired against the
+    first group's."""
     scored_groups, targets = [], None
-    for runs in groups:
+    for index, runs in enumerate(groups):
         names = {run["model"] for run in runs}
-        if len(names) != 1:
-            raise InputError(f"--runs: one group holds runs of {sorted(names)}; give the seeds of one model per group.")
+        label = labels[index] if labels else None
+        if len(names) != 1 and label is None:
+            raise InputError(f"--runs: one group holds runs of {sorted(names)}; give the seeds of one model per group, "
+                             "or name each group (--name).")
         per_run = []
         for run in runs:
             log_probs, run_targets = run_log_probs(run)
@@ -69,7 +74,7 @@ def ensembles(groups: list[list[dict[str, Any]]]) -> str:
                 raise InputError(f"run '{run['model']}' (seed {run.get('seed')}) was tested on other users or in other "
                                  "batches: give runs of one data split with the same eval_batch_size.")
             per_run.append(log_probs)
-        scored_groups.append((names.pop(), per_run))
+        scored_groups.append((label or names.pop(), per_run))
     lines = ["| model | runs | ensemble of | " + " | ".join(f"test {m}" for m in METRICS) + " | "
              + " | ".join(f"Δ {m} vs {scored_groups[0][0]}" for m in METRICS) + " |",
              "|---" * (3 + 2 * len(METRICS)) + "|"]
@@ -104,9 +109,13 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", nargs="+", action="append", required=True,
                         help="result files of one model's runs (seeds); repeat for another model (first: reference)")
+    parser.add_argument("--name", action="append",
+                        help="a label for each --runs group, in order (then a group may hold runs of several models)")
     parser.add_argument("--output", help="also write the table (markdown) here")
     args = parser.parse_args(argv)
-    print_table(ensembles([[load_run(path) for path in group] for group in args.runs]), args.output)
+    if args.name and len(args.name) != len(args.runs):
+        raise InputError(f"--name: {len(args.name)} name(s) for {len(args.runs)} --runs group(s); name every group.")
+    print_table(ensembles([[load_run(path) for path in group] for group in args.runs], args.name), args.output)
 
 
 if __name__ == "__main__":

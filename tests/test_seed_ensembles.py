@@ -23,9 +23,14 @@ def test_single_runs_reproduce_their_records_and_one_run_twice_ranks_as_itself(t
     assert rows[0][5] == "-" and rows[1][6] == "-"
 
 
-def test_a_group_of_two_models_is_refused(tiny_run_config):
+def test_a_group_of_two_models_is_refused_unless_named(tiny_run_config):
     module = load_script("seed_ensembles", "benchmarks")
     run = run_cemg("SASRec", "tiny", tiny_run_config["config_file_list"],
                    dict(tiny_run_config["config_dict"], epochs=1), verbose=False)
     with pytest.raises(InputError, match="one group holds runs of"):
         module.ensembles([[run, dict(run, model="GRU4Rec")]])
+    table = module.ensembles([[run], [run, dict(run, model="GRU4Rec")]], ["alone", "mixed"])
+    rows = [[cell.strip() for cell in line.split("|")[1:-1]] for line in table.splitlines()[2:] if line.startswith("|")]
+    assert [row[:3] for row in rows] == [["alone", "1", "1 run (mean)"], ["mixed", "2", "1 run (mean)"],
+                                         ["mixed", "2", "2 runs (mean of 1)"]]
+    assert rows[2][3:5] == rows[0][3:5]  # the same checkpoint twice ranks as it does alone
