@@ -14,7 +14,7 @@ together, each ensemble paired against the same ensemble of the reference model 
 Every run's checkpoint must still exist where its result file says (``checkpoint``); a group's runs must be of one
 model and data split, or the group is given a ``--name``: e.g. to tell how much of two CEMG runs' difference is their
 codes, a run trained on another run's codes (``tokenizer_path``, a model name of its own) paired with that run, against
-two runs with codes of their own (``ablations/codes-or-generator-2020-2022.md``).
+two runs with codes of their own (``ablations/codes-or-generator-2020.md``).
 """
 
 from __future__ import annotations
