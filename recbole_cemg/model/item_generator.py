@@ -87,10 +87,9 @@ class ItemLevelGenerator(NextItemGenerator):
         self.dtype = dtype
         self.code_loss = code_loss
         # the output columns of each softmax over the items: one for all levels, or (views) one per tokenizer view
-        width, bounds = hidden * len(level_sizes), [0, hidden * len(level_sizes)]
-        if code_loss == "views":
-            bounds = list(range(0, width - hidden, hidden * view_levels)) + [width]
-        self.expert_columns = [slice(start, end) for start, end in zip(bounds[:-1], bounds[1:])]
+        width = hidden * len(level_sizes)
+        starts = list(range(0, width - hidden, hidden * view_levels)) if code_loss == "views" else [0]
+        self.expert_columns = [slice(start, end) for start, end in zip(starts, starts[1:] + [width])]
         self.cold_target_simulation = cold_target_simulation
         self.cold_target_levels = cold_target_levels or len(level_sizes)
         self.distill_weight = distill_weight
@@ -105,7 +104,6 @@ class ItemLevelGenerator(NextItemGenerator):
             if code_transition else None
         for table in self.code_embeddings:
             nn.init.normal_(table.weight, std=hidden ** -0.5)
-        width = hidden * len(level_sizes)
         self.code_mixer = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, code_mixer), nn.GELU(),
                                         nn.Linear(code_mixer, width)) if code_mixer else None
         if code_mixer:
@@ -199,18 +197,17 @@ class ItemLevelGenerator(NextItemGenerator):
         if transition is not None:
             query = query + transition
         vectors = self.item_vectors()
-        simulated = None
+        simulated = None  # the output vectors of the content-only tuples of the simulated targets
         if content_targets is not None:
-            rows, items = content_targets
-            simulated = rows, items, self.code_vectors(self.simulated_target_codes(items))
+            simulated = self.code_vectors(self.simulated_target_codes(content_targets[1]))
 
         def scores(columns: slice) -> torch.Tensor:
             """The items' summed code logits over the output ``columns``; -inf outside the candidates. Under autocast
             (enable_amp) the products may be bf16, the normalisation stays fp32."""
             out = (query[..., columns] @ vectors[:, columns].T).float()
             if simulated is not None:
-                rows, items, codes = simulated
-                out[rows, items] = (query[rows, columns] * codes[:, columns]).sum(-1).float()
+                rows, items = content_targets
+                out[rows, items] = (query[rows, columns] * simulated[:, columns]).sum(-1).float()
             out[..., 0] = float("-inf")
             return out if candidates is None else out.masked_fill(~candidates, float("-inf"))
 
