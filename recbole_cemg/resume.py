@@ -100,6 +100,7 @@ class ResumableTraining:
     """Mixin for a RecBole ``Trainer``: save the training state after each evaluated epoch, restore it on ``resume``."""
 
     resuming = False
+    weight_average = None  # a running average of the weights that training keeps (CEMG's ``weight_average``)
 
     def __init__(self, config, model) -> None:
         super().__init__(config, model)
@@ -156,6 +157,7 @@ class ResumableTraining:
                  "best_valid_result": {k: float(v) for k, v in (self.best_valid_result or {}).items()},
                  "model": model_state(self.model),
                  "optimizer": self.optimizer.state_dict(), "random": random_state(train_data),
+                 "weight_average": self.weight_average.state_dict() if self.weight_average is not None else None,
                  "seconds": self.run_seconds(),
                  "finished": self.cur_step > self.stopping_step or epoch + 1 >= self.epochs}
         with atomic_write(path) as f:
@@ -167,6 +169,11 @@ class ResumableTraining:
         state = torch.load(path, map_location=self.device, weights_only=True)
         load_model_state(self.model, state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
+        if self.weight_average is not None:
+            if state.get("weight_average") is None:
+                raise InputError(f"`resume`: {path} was written by a run that kept no average of its weights; resume "
+                                 "it with that run's `weight_average` (0), or start this one anew.")
+            self.weight_average.load_state_dict(state["weight_average"])
         set_random_state(state["random"], train_data)
         self.start_epoch, self.cur_step = state["epoch"] + 1, state["cur_step"]
         self.best_valid_score, self.best_valid_result = state["best_valid_score"], state["best_valid_result"] or None

@@ -5,7 +5,7 @@
    (or the codes of an earlier run on the same data, ``tokenizer_path``; stage 1 still gives the generator its
    collaborative input and score fusion its trained model);
 4. the generator, epoch by epoch with RecBole's early stopping on the valid metric, where evaluation is CEMG's
-   trie-constrained beam search.
+   trie-constrained beam search; with ``weight_average``, validated and saved with a running average of its weights.
 
 Checkpoints hold only what training changes plus the code table, and reload with ``weights_only=True``. With
 ``resume`` set to an interrupted run's checkpoint, finished stages are read back from their files (``.collab.npz``,
@@ -38,6 +38,7 @@ from recbole_cemg.model.collaborative import (content_regression, load_checkpoin
 from recbole_cemg.plots import plot_code_usage
 from recbole_cemg.resume import ResumableTraining
 from recbole_cemg.score_fusion import ScoreEnsemble, fuse_on_valid_and_test
+from recbole_cemg.weight_average import WeightAverage
 
 
 class CEMGTrainer(ResumableTraining, DistributedEvaluation, PerUserRecording, Trainer):
@@ -88,12 +89,18 @@ class CEMGTrainer(ResumableTraining, DistributedEvaluation, PerUserRecording, Tr
             model.set_codes(model.item_codes)
         self.optimizer = self._build_optimizer(params=parameter_groups(model, self.config["weight_decay"],
                                                                        self.config["weight_decay_scope"]))
+        if self.config["weight_average"]:
+            self.weight_average = WeightAverage(model, self.config["weight_average"])
+            self.optimizer.register_step_post_hook(lambda *_: self.weight_average.update())
         if self.config["train_all_positions"]:
             train_data = windowed_train_data(self.config, train_data, self.config["train_stride"])
             self.logger.info(f"generator: {len(train_data.dataset)} training windows (stride "
                              f"{self.config['train_stride']}), loss on every position")
         with self.stage("generator"):
-            return super().fit(train_data, valid_data, verbose, saved, show_progress, callback_fn)
+            result = super().fit(train_data, valid_data, verbose, saved, show_progress, callback_fn)
+        if self.weight_average is not None:  # what a later evaluate(load_best_model=False) scores is the average too
+            self.weight_average.install()
+        return result
 
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
         with self.scheduled_learning_rate(epoch_idx, len(train_data)):
@@ -171,14 +178,22 @@ class CEMGTrainer(ResumableTraining, DistributedEvaluation, PerUserRecording, Tr
         if self.config["cold_simulation"] or self.config["cold_target_simulation"]:
             model.content_collab = content_regression(embeddings, known, model.content, folds=5)
 
+    def averaged_weights(self) -> contextlib.AbstractContextManager:
+        """The generator's running average of its weights swapped in (``weight_average``), or nothing changed."""
+        return self.weight_average.swapped_in() if self.weight_average is not None else contextlib.nullcontext()
+
+    def _valid_epoch(self, valid_data, show_progress=False):
+        with self.averaged_weights():
+            return super()._valid_epoch(valid_data, show_progress)
+
     def _save_checkpoint(self, epoch, verbose=True, **kwargs):
         if not self.config["single_spec"] and self.config["local_rank"] != 0:
             return
         path = kwargs.pop("saved_model_file", self.saved_model_file)
-        state = {"run": run_identity(self.config), "epoch": epoch, "cur_step": self.cur_step,
-                 "best_valid_score": float(self.best_valid_score), "state_dict": self.model.checkpoint_state()}
-        with atomic_write(path) as f:
-            torch.save(state, f)
+        with self.averaged_weights(), atomic_write(path) as f:
+            torch.save({"run": run_identity(self.config), "epoch": epoch, "cur_step": self.cur_step,
+                        "best_valid_score": float(self.best_valid_score),
+                        "state_dict": self.model.checkpoint_state()}, f)
         if self.config["lora"]:  # the adapter also in peft's own format, loadable with PeftModel.from_pretrained
             with atomic_directory(self.artifact(".adapter")) as folder:
                 self.model.generator.model.save_pretrained(folder, save_embedding_layers=False)
