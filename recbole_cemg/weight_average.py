@@ -15,6 +15,8 @@ from typing import Iterator
 import torch
 from torch import nn
 
+from recbole_cemg.errors import InputError
+
 
 class WeightAverage:
     """After optimiser step ``n`` (from 1), the average of the weights ``w_1 .. w_n`` with weights ``decay^(n - k)``,
@@ -55,6 +57,9 @@ class WeightAverage:
         return {"average": [a.clone() for a in self.average], "steps": self.steps}
 
     def load_state_dict(self, state: dict) -> None:
+        if [a.shape for a in state["average"]] != [a.shape for a in self.average]:
+            raise InputError("the saved weight average does not fit this model's trainable parameters: was it written "
+                             "with another configuration?")
         for average, saved in zip(self.average, state["average"]):
             average.copy_(saved)
         self.steps = state["steps"]

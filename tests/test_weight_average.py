@@ -68,6 +68,14 @@ def test_a_run_saves_and_tests_the_average_and_a_resumed_run_continues_it(tiny_r
     test = cold_prior.scored(model, data.test)
     recorded = cold_prior.with_prior(test, torch.zeros(model.n_items, dtype=torch.bool), cold_prior.constant_prior(0))
     assert recorded["all"] == pytest.approx(one["test_result"]["recall@10"], abs=1e-4)
+    # benchmarks/average_or_raw.py: the last epoch (here the best) under its average is the recorded result, and
+    # under the raw weights another ranking of the same users
+    average_or_raw = load_script("average_or_raw", "benchmarks")
+    last = average_or_raw.last_epoch_results(one)
+    assert last["average"]["test_result"] == pytest.approx(one["test_result"], abs=1e-4)
+    assert last["average"]["best_valid_result"] == pytest.approx(one["best_valid_result"], abs=1e-4)
+    assert last["raw"]["per_user"].users == last["average"]["per_user"].users
+    assert (last["raw"]["per_user"].ranks != last["average"]["per_user"].ranks).any()
 
     # a finished run continues with more epochs: its average too, as if it had never stopped
     _, continued_state = run(config, tiny_run_config, epochs=2, resume=one["checkpoint"])
@@ -83,4 +91,6 @@ def test_a_run_saves_and_tests_the_average_and_a_resumed_run_continues_it(tiny_r
     plain, _ = run(config, tiny_run_config, weight_average=0.0)
     with pytest.raises(InputError, match="kept no average of its weights"):
         run(config, tiny_run_config, epochs=2, resume=plain["checkpoint"])
+    with pytest.raises(InputError, match="kept no average of its weights"):
+        average_or_raw.last_epoch_results(plain)
     assert len(glob.glob(plain["checkpoint"].replace(".pth", "*"))) > 1  # the refused resume removed nothing
