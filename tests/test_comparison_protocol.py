@@ -16,6 +16,7 @@ from recbole_cemg.compare import load_runs, merge_runs, summarise
 from recbole_cemg.config import Config
 from recbole_cemg.evaluation import UserResults, training_item_counts
 from recbole_cemg.quick_start import prepare_data
+from recbole_cemg.significance import paired_difference
 
 SEEDS = [2020, 2021, 2022]
 
@@ -91,6 +92,31 @@ def test_a_merge_keeps_the_rows_asked_for(benchmark, tmp_path, monkeypatch, caps
         run_command(compare_cli.main, ["compare.py", f"--merge={folder / 'tiny'}", "--models=GRU4Rec",
                                        f"--output={tmp_path / 'none'}"], monkeypatch)
     assert "no merged run is named 'GRU4Rec'; the runs are 'CEMG', 'SASRec + SASRec', 'SASRec'." in capsys.readouterr().err
+    assert not (tmp_path / "none.json").exists()
+
+
+def test_a_merge_groups_runs_of_several_names_into_one_row(benchmark, tmp_path, monkeypatch, capsys):
+    folder, table = benchmark
+    run_command(compare_cli.main, ["compare.py", f"--merge={folder / 'tiny'}", "--group", "any SASRec", "SASRec",
+                                   "SASRec + SASRec", "--reference=any SASRec", f"--output={tmp_path / 'grouped'}"],
+                monkeypatch)
+    with open(tmp_path / "grouped.json", encoding="utf-8") as f:
+        rows = {e["model"]: e for e in json.load(f)["summary"]}
+    assert list(rows) == ["any SASRec", "CEMG", "CEMG + collab score"]
+    sasrecs = [r for r in table["runs"] if r["model"] in ("SASRec", "SASRec + SASRec")]
+    assert rows["any SASRec"]["runs"] == 6
+    assert rows["any SASRec"]["test ndcg@10"] == pytest.approx(
+        sum(r["test_result"]["ndcg@10"] for r in sasrecs) / 6)
+    # the paired test reads each user's mean over the group's six runs
+    loaded = load_runs(str(folder / "tiny"))
+    group = [r["per_user"] for r in loaded if r["model"] in ("SASRec", "SASRec + SASRec")]
+    cemg = [r["per_user"] for r in loaded if r["model"] == "CEMG"]
+    assert rows["CEMG"]["vs ref ndcg@10"] == pytest.approx(paired_difference(cemg, group, "ndcg@10").mean)
+    assert rows["CEMG"]["vs ref ndcg@10"] != pytest.approx(paired_difference(cemg, group[:3], "ndcg@10").mean)
+    with pytest.raises(SystemExit):  # a group naming no run stops with the names there are
+        run_command(compare_cli.main, ["compare.py", f"--merge={folder / 'tiny'}", "--group", "x", "GRU4Rec",
+                                       f"--output={tmp_path / 'none'}"], monkeypatch)
+    assert "--group x: no merged run is named 'GRU4Rec'" in capsys.readouterr().err
     assert not (tmp_path / "none.json").exists()
 
 

@@ -29,6 +29,9 @@ def main() -> None:
     parser.add_argument("--merge", nargs="*", default=None,
                         help="instead of running: merge earlier results into --output: comparison outputs (their "
                              "prefix or .json) or result files of single runs (run_cemg.py --result_file)")
+    parser.add_argument("--group", nargs="+", action="append", default=[], metavar=("ROW", "MODEL"),
+                        help="with --merge: the runs of these models form one row named ROW, e.g. one treatment whose "
+                             "runs differ only in a key such as tokenizer_path (repeatable)")
     parser.add_argument("--ensembles", action="store_true",
                         help="with --merge: also build the baseline ensembles (B + B) from the merged runs' checkpoints")
     parser.add_argument("--dataset")
@@ -59,7 +62,7 @@ def main() -> None:
     common = {**{key: value for key, value in given.items() if value}, **parse(args.set)}
     config_files = args.config_files.split() if args.config_files else None
     if args.merge is not None:
-        rows = merge_runs(args.merge)
+        rows = group_rows(merge_runs(args.merge), args.group)
         if args.models:
             rows = keep_models(rows, split_models(args.models))
         if args.ensembles:
@@ -72,14 +75,27 @@ def main() -> None:
     stop_if_any_failed(rows, "compare")
 
 
-def keep_models(rows: list[dict], models: list[str]) -> list[dict]:
+def keep_models(rows: list[dict], models: list[str], option: str = "--models") -> list[dict]:
     """The merged runs of ``models`` (row names as the table prints them, variants spelled out); a name that no run
     has is a user error, not an empty row."""
     missing = [m for m in models if not any(r["model"] == m for r in rows)]
     if missing:
-        raise InputError(f"--models: no merged run is named {', '.join(map(repr, missing))}; the runs are "
+        raise InputError(f"{option}: no merged run is named {', '.join(map(repr, missing))}; the runs are "
                          f"{', '.join(sorted({repr(r['model']) for r in rows}))}.")
     return [r for r in rows if r["model"] in models]
+
+
+def group_rows(rows: list[dict], groups: list[list[str]]) -> list[dict]:
+    """The merged runs with each ``--group``'s models relabelled as its row, so that the table's statistics (mean over
+    runs, each user's mean in the paired test) treat them as one row; a group without models, or naming a model no run
+    has, is a user error."""
+    row_of = {}
+    for row, *models in groups:
+        if not models:
+            raise InputError(f"--group {row}: name the models whose runs form this row after it.")
+        keep_models(rows, models, f"--group {row}")
+        row_of.update(dict.fromkeys(models, row))
+    return [{**r, "model": row_of.get(r["model"], r["model"])} for r in rows]
 
 
 def parse_seeds(seeds: str | None) -> list[int] | None:
