@@ -179,6 +179,14 @@ def _cemg_relations(config: MutableMapping[str, Any]) -> Iterator[tuple[str, str
     for key, what, why, used in needs_items_likelihood:
         if used and (config["generator_input"] != "items" or config["code_loss"] == "levels"):
             yield key, f"{what} needs the item-level generator with code_loss: items or views ({why})."
+    for key in ("collab_view_levels", "collab_view_size"):
+        if config[key] and not config["collab_view"]:
+            yield key, f"shapes the collaborative view, which is off: set collab_view: True, or {key}: 0."
+    kept = config["view_levels"] or config["codebook_levels"]
+    if config["code_loss"] == "views" and config["collab_view"] and config["collab_view_levels"] not in (0, kept):
+        yield "code_loss", (f"views cuts the output layer into equal shares of {kept} levels (view_levels, or else "
+                            "codebook_levels), and the collaborative view keeps another number: set "
+                            "collab_view_levels: 0, or code_loss: items.")
     if config["code_loss"] == "views" and config["tokenizer_views"] + config["collab_view"] < 2:
         yield "code_loss", ("views trains one softmax per tokenizer view, and this run has one view: set "
                             "tokenizer_views: 2 (or more), or code_loss: items.")

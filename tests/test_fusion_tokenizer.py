@@ -330,7 +330,7 @@ def test_views_are_independent_fits_whose_tuples_stand_side_by_side():
     inputs, items = synthetic_items(), torch.arange(1, N_ITEMS + 1)
     torch.manual_seed(0)
     views = TokenizerViews([ItemTokenizer(["text", "image"], [12, 8], collab_dim=6, fusion_dim=16, hidden_dims=[16],
-                                          latent_dim=4, levels=2, codebook_size=4) for _ in range(2)], levels=2)
+                                          latent_dim=4, levels=2, codebook_size=4) for _ in range(2)], levels=[2, 2])
     with one_thread():
         epochs = views.fit(inputs, items, epochs=8, learning_rate=1e-2, batch_size=32, eval_step=4,
                            stopping_step=100, show_progress=False, generator=torch.Generator().manual_seed(0))
@@ -354,7 +354,7 @@ def test_a_view_cut_to_its_first_codes_keeps_them_and_decodes_their_prefix(fitte
     """One view fitted with two levels keeps its first code only: that code is the tokenizer's own, and its codeword
     is the first level's (the fit's finer level is left out of the tuple and of the decoded latent)."""
     tokenizer, inputs, items, _ = fitted
-    cut = TokenizerViews([tokenizer], levels=1)
+    cut = TokenizerViews([tokenizer], levels=[1])
     full = tokenizer.encode(inputs.rows(items))
     codes = cut.encode(inputs.rows(items))["codes"]
     assert torch.equal(codes, full["codes"][:, :1])
@@ -381,9 +381,9 @@ def test_collaborative_view_codes_the_unit_collaborative_embedding_beside_a_fuse
     scaled = TokenizerInputs(inputs.features, inputs.masks, 3.0 * inputs.collab)
     assert torch.equal(view.encode(scaled.rows(items))["codes"], codes)
 
-    views = TokenizerViews([tokenizer, view], levels=1)
+    views = TokenizerViews([tokenizer, view], levels=[2, 1])  # each view keeps its own number of codes
     joint, fused = views.encode(inputs.rows(items)), tokenizer.encode(inputs.rows(items))
-    assert torch.equal(joint["codes"], torch.cat([fused["codes"][:, :1], codes[:, :1]], dim=1))
+    assert torch.equal(joint["codes"], torch.cat([fused["codes"], codes[:, :1]], dim=1))
     torch.testing.assert_close(joint["weights"], fused["weights"])
     assert joint["reconstruction"] == pytest.approx(fused["reconstruction"])
     with torch.no_grad():

@@ -548,38 +548,44 @@ def test_runs_load_from_result_files_and_comparisons(fused_run, tmp_path, monkey
     assert (rewritten["per_user"].ranks == fused_run["per_user"].ranks).all()
 
 
-@pytest.mark.parametrize("views, view_levels, collab_view, transition, code_loss", [
-    (1, 0, False, False, "items"), (2, 0, False, False, "items"), (2, 1, False, True, "views"),
-    (1, 2, True, False, "items")])
+@pytest.mark.parametrize("views, view_levels, collab_view, collab_shape, transition, code_loss", [
+    (1, 0, False, (0, 0), False, "items"), (2, 0, False, (0, 0), False, "items"),
+    (2, 1, False, (0, 0), True, "views"), (1, 2, True, (0, 0), False, "items"), (1, 2, True, (1, 40), False, "items")])
 def test_codeword_projection_in_cemg_reads_the_tokenizer_it_reloads(tiny_run_config, views, view_levels, collab_view,
-                                                                    transition, code_loss):
+                                                                    collab_shape, transition, code_loss):
     """A run with the codewords in its output layer reloads through the real loading code to its recorded test
     result: the codewords come back with the tokenizer's codebooks in the checkpoint, not from anywhere else. With
     two tokenizer views every item's tuple is both views' codes (or their first ``view_levels``), and the codewords
     are both views' latents; the collaborative view's codes are its centroids' nearest to the item's unit
     collaborative embedding, level by level. With ``code_transition`` the trained maps come back too and the
     recorded ranking read the last history item's codes through them. Under ``code_loss: views`` each view's share of
-    the output layer is a softmax of its own."""
+    the output layer is a softmax of its own. The collaborative view may keep its own number of levels and centroids
+    (``collab_view_levels``, ``collab_view_size``: here one level of 40, finer than the fused view's 16 codes)."""
     config = dict(tiny_run_config["config_dict"], codeword_projection=True, epochs=3, tokenizer_epochs=10,
                   tokenizer_views=views, view_levels=view_levels, collab_view=collab_view, code_transition=transition,
-                  code_loss=code_loss)
+                  code_loss=code_loss, collab_view_levels=collab_shape[0], collab_view_size=collab_shape[1])
     result = run_cemg("CEMG", "tiny", tiny_run_config["config_file_list"], config, verbose=False)
     cold_prior = load_script("cold_prior", "benchmarks")
     model, data = cold_prior.rebuild(result, held_out=False)
     levels = view_levels or model.config["codebook_levels"]
-    assert model.item_codes.shape[1] == (views + collab_view) * levels + 1
+    collab_levels, collab_size = (collab_shape[0] or levels, collab_shape[1] or 16) if collab_view else (0, 0)
+    assert model.level_sizes == [16] * views * levels + [collab_size] * collab_levels + [16]
+    assert model.item_codes.shape[1] == views * levels + collab_levels + 1
     assert unique_rows(model.item_codes[1:]) == model.n_items - 1
     hidden = model.generator.code_embeddings[0].embedding_dim
     expected = [(0, levels), (levels, 2 * levels + 1)] if code_loss == "views" else [(0, model.item_codes.shape[1])]
     assert [(c.start, c.stop) for c in model.generator.expert_columns] == [(a * hidden, b * hidden) for a, b in expected]
     if views + collab_view == 2:  # each view's share of the tuple is that view's own encoding of the item
         inputs = model.tokenizer_inputs().rows(torch.arange(1, model.n_items))
-        own = model.tokenizer.views[1].encode(inputs)["codes"][:, :levels]
-        assert torch.equal(model.item_codes[1:, levels:2 * levels], own)
-        assert not torch.equal(model.item_codes[1:, :levels], own)
+        second = collab_levels or levels
+        own = model.tokenizer.views[1].encode(inputs)["codes"][:, :second]
+        assert torch.equal(model.item_codes[1:, levels:levels + second], own)
+        assert not torch.equal(model.item_codes[1:, :second], own)
     if collab_view:
         residual = F.normalize(model.collab_embeddings[1:], dim=-1)
-        for level, codebook in enumerate(model.tokenizer.views[1].quantizer.codebooks[:levels]):
+        codebooks = model.tokenizer.views[1].quantizer.codebooks
+        assert codebooks.shape[:2] == (collab_levels, collab_size)
+        for level, codebook in enumerate(codebooks):
             nearest = torch.cdist(residual, codebook).argmin(1)
             assert torch.equal(model.item_codes[1:, levels + level], nearest)
             residual = residual - codebook[nearest]

@@ -47,8 +47,10 @@ class CEMG(SequentialRecommender):
         self.config = config
         self.item_tokens = list(dataset.field2id_token[self.ITEM_ID])
         kept = config["view_levels"] or config["codebook_levels"]
-        code_levels = kept * (config["tokenizer_views"] + config["collab_view"])
-        self.level_sizes = [config["codebook_size"]] * code_levels + [config["dedup_size"]]
+        collab_levels = (config["collab_view_levels"] or kept) * config["collab_view"]
+        collab_size = config["collab_view_size"] or config["codebook_size"]
+        self.level_sizes = ([config["codebook_size"]] * kept * config["tokenizer_views"]
+                            + [collab_size] * collab_levels + [config["dedup_size"]])
 
         self.content = load_modalities(config, dataset, config["modalities"] or [])
         collab_dim = collaborative_dim(config, self.n_items)
@@ -61,9 +63,10 @@ class CEMG(SequentialRecommender):
             config["rqvae_dropout"], config["fusion_popularity"], config["quantizer"])
             for _ in range(config["tokenizer_views"])]
         if config["collab_view"]:
-            views.append(CollaborativeView(collab_dim, kept, config["codebook_size"]))
+            views.append(CollaborativeView(collab_dim, collab_levels, collab_size))
         single = len(views) == 1 and kept == config["codebook_levels"]  # the plain tokenizer: earlier checkpoints load
-        self.tokenizer = views[0] if single else TokenizerViews(views, kept)
+        self.tokenizer = views[0] if single else TokenizerViews(
+            views, [kept] * config["tokenizer_views"] + [collab_levels] * config["collab_view"])
         self.joint_weight = float(config["joint_weight"])
         self.training_counts = training_item_counts(dataset)  # the counts of the popularity buckets
         self.warm_items = self.training_counts > 0
@@ -173,8 +176,8 @@ class CEMG(SequentialRecommender):
         check_origin(table.get("run") or {}, self.config, path, "tokenizer_path")
         if table.get("level_sizes") != self.level_sizes:
             raise InputError(f"{path}: written for code levels {table.get('level_sizes')}, but this run has "
-                             f"{self.level_sizes} (view_levels, or else codebook_levels, times tokenizer_views + collab_view; "
-                             "codebook_size; dedup_size).")
+                             f"{self.level_sizes} (view_levels, or else codebook_levels, times tokenizer_views; "
+                             "collab_view_levels, collab_view_size; codebook_size; dedup_size).")
         if self.config["cold_target_simulation"]:
             if "content_codes" not in table:
                 raise InputError(f"{path}: no content-only codes, which cold_target_simulation needs (the file was "

@@ -201,8 +201,8 @@ class ItemTokenizer(nn.Module):
 
 class TokenizerViews(nn.Module):
     """Independently fitted tokenizers of the same items, read as one: an item's code tuple is their tuples side by
-    side, view after view, the first ``levels`` codes of each (a residual quantiser's leading codes are its coarse
-    cells; the views may fit more levels than they keep).
+    side, view after view, the first ``levels[v]`` codes of view ``v`` (a residual quantiser's leading codes are its
+    coarse cells; the views may fit more levels than they keep).
 
     Why: two fits of one tokenizer on Beauty put only about a fifth of the item pairs that share a first code in one
     view into one first-code cell of the other, so an item's pair of cells holds far fewer items than either cell.
@@ -211,7 +211,7 @@ class TokenizerViews(nn.Module):
     A view is an ``ItemTokenizer`` or anything with its ``fit`` / ``encode`` / ``decode`` / ``forward``, such as
     ``CollaborativeView``; the first view must be an ``ItemTokenizer`` (its modality names label the report)."""
 
-    def __init__(self, views: list[nn.Module], levels: int) -> None:
+    def __init__(self, views: list[nn.Module], levels: list[int]) -> None:
         super().__init__()
         self.views = nn.ModuleList(views)
         self.levels = levels
@@ -221,11 +221,15 @@ class TokenizerViews(nn.Module):
         """Joint training: every view's loss summed, their codes and quantised latents side by side."""
         outs = [view(inputs, targets) for view in self.views]
         return {"loss": sum(out["loss"] for out in outs),
-                "codes": torch.cat([out["codes"][:, :self.levels] for out in outs], dim=1),
+                "codes": self.kept_codes(outs),
                 "quantised": torch.cat([out["quantised"] for out in outs], dim=1)}
 
+    def kept_codes(self, outs: list[dict[str, torch.Tensor]]) -> torch.Tensor:
+        """The views' outputs' codes, each cut to the levels it keeps, side by side ``[n, sum(levels)]``."""
+        return torch.cat([out["codes"][:, :levels] for out, levels in zip(outs, self.levels)], dim=1)
+
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
-        """Each view's quantised latent of its share of the tuples ``[n, views * levels]``, side by side."""
+        """Each view's quantised latent of its share of the tuples ``[n, sum(levels)]``, side by side."""
         return torch.cat([view.decode(part) for view, part in zip(self.views, codes.split(self.levels, dim=-1))],
                          dim=-1)
 
@@ -235,7 +239,7 @@ class TokenizerViews(nn.Module):
         de-duplication order; fusion weights and reconstruction error averaged over the fused views."""
         outs = [view.encode(inputs, batch_size) for view in self.views]
         fused = [out for out in outs if "weights" in out]  # not the collaborative view (collab_view.py)
-        return {"codes": torch.cat([out["codes"][:, :self.levels] for out in outs], dim=1),
+        return {"codes": self.kept_codes(outs),
                 "residual": sum(out["residual"] for out in outs),
                 "weights": sum(out["weights"] for out in fused) / len(fused),
                 "reconstruction": sum(out["reconstruction"] for out in fused) / len(fused)}
