@@ -61,6 +61,7 @@ def masked_result(run: dict[str, Any]) -> dict[str, Any]:
     test, usage = history_masked(model, data.test, data.item_counts)
     metrics = per_user_metrics(run["test_result"])
     return {**run, "model": f"{run['model']} [history masked]", "per_user": test, "history_items": usage,
+            "config": {**run["config"], "mask_history": True},
             "test_result": {m: round(float(test.metric(m).mean()), 4) for m in metrics},
             "unmasked_test_result": run["test_result"], "score_fusion": None, "collaborative": None}
 

@@ -24,7 +24,8 @@ import torch
 from recbole_cemg.checkpoints import read_checkpoint
 from recbole_cemg.config import Config, known_keys, read_config_file
 from recbole_cemg.errors import InputError, MissingFileError, UserError
-from recbole_cemg.evaluation import UserResults, read_user_results, store_user_results, stored_user_files
+from recbole_cemg.evaluation import (UserResults, mask_history, read_user_results, store_user_results,
+                                     stored_user_files)
 from recbole_cemg.io import atomic_write
 from recbole_cemg.quick_start import PreparedData, prepare_data, run_cemg, run_score_ensemble
 from recbole_cemg.schema import schema
@@ -204,11 +205,22 @@ def derived_rows(row: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def check_one_protocol(rows: list[dict[str, Any]]) -> None:
+    """One table, one ranking protocol: runs with and without ``mask_history`` are not comparable row by row."""
+    masked = {bool((r.get("config") or {}).get("mask_history")) for r in rows}
+    if len(masked) > 1:
+        names = sorted({r["model"] for r in rows if (r.get("config") or {}).get("mask_history")})
+        raise InputError(f"these runs were ranked under two protocols: {', '.join(names)} with the history items "
+                         "masked (mask_history), the others without. Compare runs of one protocol; "
+                         "benchmarks/history_items.py ranks a finished run's test users with its history masked.")
+
+
 def summarise(rows: list[dict[str, Any]], reference: str | None = None) -> list[dict[str, Any]]:
     """Per model: the number of seeds, mean and standard deviation over seeds of the test metrics, valid NDCG@10
     and seconds; where per-user results exist, the paired difference of test NDCG@10 and Recall@10 against
     ``reference`` (default: the first row that is not CEMG) and the metrics by the target's popularity."""
     rows = [r for row in rows for r in [row, *derived_rows(row)]]
+    check_one_protocol(rows)
     names = list(dict.fromkeys(r["model"] for r in rows))
     if reference is None:
         reference = next((n for n in names if parse_variant(n.split(" ")[0])[0] != "CEMG"), None)
@@ -336,14 +348,15 @@ def reload_run(run: dict[str, Any]) -> tuple[torch.nn.Module, PreparedData]:
 
 @torch.no_grad()
 def scored(model: torch.nn.Module, loader) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Every user's scores of all items (history and padding at -inf, as RecBole ranks them) and target, batch by
-    batch in the loader's order."""
+    """Every user's scores of all items (history and padding at -inf, as RecBole ranks them; the user's item sequence
+    too under ``mask_history``) and target, batch by batch in the loader's order."""
     batches = []
     for interaction, history_index, _, targets in loader:
         scores = model.full_sort_predict(interaction).view(len(targets), -1).float().clone()
         if history_index is not None:
             scores[history_index] = float("-inf")
         scores[:, 0] = float("-inf")
+        mask_history(scores, interaction, loader.config)
         batches.append((scores, targets))
     return batches
 

@@ -185,6 +185,29 @@ def training_item_counts(train_dataset, cold: torch.Tensor | None = None) -> tor
     return counts
 
 
+def mask_history(scores: torch.Tensor, interaction, config) -> None:
+    """With ``mask_history``, every row's history items at -inf in ``scores`` ``[rows, items]`` (in place), for a
+    sequential model's full ranking (a general model's history RecBole masks itself)."""
+    if not config["mask_history"]:
+        return
+    field = config["ITEM_ID_FIELD"] + config["LIST_SUFFIX"]
+    if field not in interaction:
+        raise InputError(f"mask_history masks the item sequence '{field}' of a sequential model's evaluation rows, "
+                         "which this model's have not (RecBole masks a general model's history itself): set "
+                         "mask_history: False.")
+    scores.scatter_(1, interaction[field].to(scores.device), float("-inf"))  # the padding item 0 is -inf anyway
+
+
+class HistoryMasking:
+    """Mixin for a RecBole ``Trainer``: every full-ranking evaluation (validation, test, score fusion) ranks the
+    history items last under ``mask_history``, for CEMG and the baselines alike."""
+
+    def _full_sort_batch_eval(self, batched_data):
+        interaction, scores, positive_u, positive_i = super()._full_sort_batch_eval(batched_data)
+        mask_history(scores, interaction, self.config)
+        return interaction, scores, positive_u, positive_i
+
+
 class PerUserRecording:
     """Mixin for a RecBole ``Trainer``: inside ``recording_users()``, every full-ranking evaluation batch records
     the rank of each row's target item and the row's top-k list; ``evaluate_model`` evaluates another model (a part or a fusion of this one)

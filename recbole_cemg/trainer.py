@@ -31,7 +31,7 @@ from recbole_cemg.checkpoints import FINGERPRINT_KEY, check_origin, read_checkpo
 from recbole_cemg.data.features import align_item_features, load_item_features, resolve_path, save_item_features
 from recbole_cemg.data.windows import windowed_train_data
 from recbole_cemg.distributed import DistributedEvaluation, barrier, is_main_process, wrap_model
-from recbole_cemg.evaluation import PerUserRecording
+from recbole_cemg.evaluation import HistoryMasking, PerUserRecording
 from recbole_cemg.io import atomic_directory, atomic_write
 from recbole_cemg.model.collaborative import (content_regression, load_checkpoint_embeddings, map_cold_items,
                                               source_kind, train_collaborative_model)
@@ -41,7 +41,7 @@ from recbole_cemg.score_fusion import ScoreEnsemble, fuse_on_valid_and_test
 from recbole_cemg.weight_average import WeightAverage
 
 
-class CEMGTrainer(ResumableTraining, DistributedEvaluation, PerUserRecording, Trainer):
+class CEMGTrainer(ResumableTraining, DistributedEvaluation, PerUserRecording, HistoryMasking, Trainer):
     @contextlib.contextmanager
     def stage(self, name: str) -> Iterator[None]:
         self.logger.info(set_color(f"CEMG stage: {name}", "yellow"))

@@ -41,13 +41,14 @@ def get_trainer(model_type, model_name: str) -> type:
 
 @functools.cache
 def with_plugin_training(trainer_class: type) -> type:
-    """``trainer_class`` with ``ResumableTraining``, ``DistributedEvaluation`` and ``PerUserRecording`` mixed in
-    (RecBole ``Trainer``s)."""
+    """``trainer_class`` with ``ResumableTraining``, ``DistributedEvaluation``, ``PerUserRecording`` and
+    ``HistoryMasking`` mixed in (RecBole ``Trainer``s)."""
     if not issubclass(trainer_class, Trainer):
         return trainer_class
     from recbole_cemg.distributed import DistributedEvaluation
-    from recbole_cemg.evaluation import PerUserRecording
+    from recbole_cemg.evaluation import HistoryMasking, PerUserRecording
     from recbole_cemg.resume import ResumableTraining
 
-    return type(trainer_class.__name__, (ResumableTraining, DistributedEvaluation, PerUserRecording, trainer_class),
+    return type(trainer_class.__name__,
+                (ResumableTraining, DistributedEvaluation, PerUserRecording, HistoryMasking, trainer_class),
                 {"__doc__": trainer_class.__doc__, "__module__": __name__})

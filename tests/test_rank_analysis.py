@@ -1,14 +1,14 @@
-"""benchmarks/history_items.py (a finished run ranked without the user's history) and benchmarks/rank_profile.py
-(hit@k at many cutoffs, paired)."""
+"""Ranking without the user's history: the ``mask_history`` protocol option and benchmarks/history_items.py (a
+finished run re-ranked so); benchmarks/rank_profile.py (hit@k at many cutoffs, paired)."""
 
 import numpy as np
 import pytest
 import torch
 from conftest import load_script
 
-from recbole_cemg.compare import merge_runs, reload_run
+from recbole_cemg.compare import merge_runs, reload_run, summarise
 from recbole_cemg.errors import InputError
-from recbole_cemg.evaluation import UserResults, write_result_file
+from recbole_cemg.evaluation import UserResults, mask_history, write_result_file
 from recbole_cemg.quick_start import run_cemg
 
 
@@ -51,6 +51,38 @@ def test_a_history_masked_ranking_removes_exactly_the_history_items_above_the_ta
     (merged,) = merge_runs([str(tmp_path / "masked.json")])
     assert merged["model"] == "SASRec [history masked]"
     assert np.array_equal(merged["per_user"].ranks, users.ranks)
+    with pytest.raises(InputError, match="ranked under two protocols: SASRec \\[history masked\\] with"):
+        summarise([run, merged])
+
+    # the protocol option ranks the same way inside the run: one epoch, so the masked validation picks the same
+    # checkpoint, and the test users' ranks are the script's
+    option = run_cemg("SASRec", "tiny", tiny_run_config["config_file_list"], dict(config, epochs=1, mask_history=True),
+                      verbose=False)
+    again = module.masked_result(run_cemg("SASRec", "tiny", tiny_run_config["config_file_list"], dict(config, epochs=1),
+                                          verbose=False))
+    assert np.array_equal(option["per_user"].ranks, again["per_user"].ranks)
+    assert option["test_result"] == again["test_result"] != again["unmasked_test_result"]
+    assert again["history_items"]["history share of top-10 slots"] > 0
+    assert module.masked_result(option)["history_items"]["history share of top-10 slots"] == 0
+
+
+def test_cemg_under_mask_history_ranks_no_history_item_in_its_top_lists(tiny_run_config):
+    config = dict(tiny_run_config["config_dict"], epochs=1, tokenizer_epochs=10, mask_history=True)
+    run = run_cemg("CEMG", "tiny", tiny_run_config["config_file_list"], config, verbose=False)
+    model, data = reload_run(run)
+    histories = [{int(i) for i in row if i > 0} for interaction, *_ in data.test for row in interaction[model.ITEM_SEQ]]
+    for top, items in zip(run["per_user"].top, histories):
+        assert not set(top.tolist()) & items
+    assert any(items for items in histories)
+
+
+def test_mask_history_needs_an_item_sequence():
+    config = {"mask_history": True, "ITEM_ID_FIELD": "item_id", "LIST_SUFFIX": "_list"}
+    scores = torch.zeros(2, 5)
+    mask_history(scores, {"item_id_list": torch.tensor([[1, 2], [4, 0]])}, config)
+    assert torch.isinf(scores).tolist() == [[False, True, True, False, False], [True, False, False, False, True]]
+    with pytest.raises(InputError, match="set mask_history: False"):
+        mask_history(scores, {"user_id": torch.tensor([1, 2])}, config)
 
 
 def results(ranks: list[int]) -> UserResults:
