@@ -181,13 +181,15 @@ def test_sasrec_run_through_recbole_fallback(sasrec):
 
     from recbole_cemg import resume
     from recbole_cemg.distributed import DistributedEvaluation
-    from recbole_cemg.evaluation import PerUserRecording
+    from recbole_cemg.evaluation import HistoryMasking, PerUserRecording
     from recbole_cemg.resume import ResumableTraining
 
     result = sasrec["result"]
     assert result["model"] == "SASRec" and type(sasrec["model"]) is SASRec
-    # RecBole's own trainer, with the plugin's resume, distributed-evaluation and per-user mixins, nothing else
-    assert type(sasrec["trainer"]).__bases__ == (ResumableTraining, DistributedEvaluation, PerUserRecording, Trainer)
+    # RecBole's own trainer, with the plugin's resume, distributed-evaluation, per-user and history-masking mixins,
+    # nothing else
+    assert type(sasrec["trainer"]).__bases__ == (ResumableTraining, DistributedEvaluation, PerUserRecording,
+                                                 HistoryMasking, Trainer)
     assert os.path.isfile(resume.state_path(result["checkpoint"]))
     assert set(result["test_result"]) == METRICS
     assert result["test_result"]["recall@10"] >= 0.75, result["test_result"]  # observed 0.95
