@@ -23,20 +23,17 @@ from typing import Any
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the checkout, when not installed
-from recbole_cemg.compare import load_run, reload_run, scored  # noqa: E402
+from recbole_cemg.compare import load_run, reload_run, scored, scored_user_results  # noqa: E402
 from recbole_cemg.errors import InputError, command_line  # noqa: E402
-from recbole_cemg.evaluation import UserResults, per_user_metrics, target_ranks, write_result_file  # noqa: E402
+from recbole_cemg.evaluation import UserResults, per_user_metrics, write_result_file  # noqa: E402
 from recbole_cemg.resume import state_path  # noqa: E402
 from recbole_cemg.weight_average import WeightAverage  # noqa: E402
 
 
 def user_results(model: torch.nn.Module, loader, item_counts: torch.Tensor) -> UserResults:
     """Every user's target rank and top 10 under ``model``, as the run's own evaluation recorded them."""
-    batches = scored(model, loader)
-    ranks = torch.cat([target_ranks(scores, targets) for scores, targets in batches])
-    top = torch.cat([scores.topk(10, dim=1).indices for scores, _ in batches])
-    users = torch.cat([interaction[loader._dataset.uid_field] for interaction, *_ in loader])
-    return UserResults.of_ids(loader._dataset, users, torch.cat([t for _, t in batches]), ranks, top, item_counts)
+    return scored_user_results(scored(model, loader), [interaction for interaction, *_ in loader], loader._dataset,
+                               item_counts)
 
 
 def last_epoch_results(run: dict[str, Any]) -> dict[str, dict[str, Any]]:

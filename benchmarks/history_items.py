@@ -23,9 +23,9 @@ from typing import Any
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the checkout, when not installed
-from recbole_cemg.compare import load_run, reload_run, scored  # noqa: E402
+from recbole_cemg.compare import load_run, reload_run, scored, scored_user_results  # noqa: E402
 from recbole_cemg.errors import command_line  # noqa: E402
-from recbole_cemg.evaluation import UserResults, per_user_metrics, target_ranks, write_result_file  # noqa: E402
+from recbole_cemg.evaluation import UserResults, per_user_metrics, write_result_file  # noqa: E402
 
 
 @torch.no_grad()
@@ -35,7 +35,6 @@ def history_masked(model: torch.nn.Module, loader, item_counts: torch.Tensor) ->
     targets that were in the history (a repeat, which the masked ranking misses; none on the Amazon data sets)."""
     batches = scored(model, loader)
     interactions = [interaction for interaction, *_ in loader]  # the same users, in the same batches
-    ranks, tops = [], []
     slots = first = repeats = 0
     for (scores, targets), interaction in zip(batches, interactions):
         in_history = torch.zeros_like(scores, dtype=torch.bool).scatter_(1, interaction[model.ITEM_SEQ], True)
@@ -44,14 +43,11 @@ def history_masked(model: torch.nn.Module, loader, item_counts: torch.Tensor) ->
         slots += int(held.sum())
         first += int(held[:, 0].sum())
         repeats += int(in_history.gather(1, targets.view(-1, 1)).sum())  # such a target is missed once masked
-        scores[in_history] = float("-inf")
-        ranks.append(target_ranks(scores, targets))
-        tops.append(scores.topk(10, dim=1).indices)
-    users = torch.cat([interaction[loader._dataset.uid_field] for interaction in interactions])
-    results = UserResults.of_ids(loader._dataset, users, torch.cat([t for _, t in batches]), torch.cat(ranks),
-                                 torch.cat(tops), item_counts)
-    usage = {"history share of top-10 slots": slots / (10 * len(users)), "history at rank 1": first / len(users),
-             "targets in the history": repeats / len(users)}
+        scores[in_history] = float("-inf")  # re-ranked in place
+    results = scored_user_results(batches, interactions, loader._dataset, item_counts)
+    count = len(results.users)
+    usage = {"history share of top-10 slots": slots / (10 * count), "history at rank 1": first / count,
+             "targets in the history": repeats / count}
     return results, usage
 
 

@@ -25,7 +25,7 @@ from recbole_cemg.checkpoints import read_checkpoint
 from recbole_cemg.config import Config, known_keys, read_config_file
 from recbole_cemg.errors import InputError, MissingFileError, UserError
 from recbole_cemg.evaluation import (UserResults, mask_history, read_user_results, store_user_results,
-                                     stored_user_files)
+                                     stored_user_files, target_ranks)
 from recbole_cemg.io import atomic_write
 from recbole_cemg.quick_start import PreparedData, prepare_data, run_cemg, run_score_ensemble
 from recbole_cemg.schema import schema
@@ -359,6 +359,16 @@ def scored(model: torch.nn.Module, loader) -> list[tuple[torch.Tensor, torch.Ten
         mask_history(scores, interaction, loader.config)
         batches.append((scores, targets))
     return batches
+
+
+def scored_user_results(batches: list[tuple[torch.Tensor, torch.Tensor]], interactions: list, dataset,
+                        item_counts: torch.Tensor) -> UserResults:
+    """The per-user results (target rank, top 10) of ``scored``'s ``batches``, re-ranked or not, whose rows are
+    those of ``interactions`` (the loader's batches, in the same order)."""
+    ranks = torch.cat([target_ranks(scores, targets) for scores, targets in batches])
+    top = torch.cat([scores.topk(10, dim=1).indices for scores, _ in batches])
+    users = torch.cat([interaction[dataset.uid_field] for interaction in interactions])
+    return UserResults.of_ids(dataset, users, torch.cat([t for _, t in batches]), ranks, top, item_counts)
 
 
 def same_targets(first: list[torch.Tensor], second: list[torch.Tensor]) -> bool:
