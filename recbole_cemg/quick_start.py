@@ -86,8 +86,7 @@ def run_cemg(model: str | None = None, dataset: str | None = None, config_file_l
         "machine": machine_description(config["device"]),
         "versions": package_versions(),
         "seed": config["seed"],
-        "config": {k: v for k, v in config.final_config_dict.items() if isinstance(v, (str, int, float, bool, list,
-                                                                                      dict, type(None)))},
+        "config": recorded_config(config),
         "checkpoint": trainer.saved_model_file if saved else None,
         "per_user": users[0],
     }
@@ -103,6 +102,13 @@ def run_cemg(model: str | None = None, dataset: str | None = None, config_file_l
             result[key.removesuffix("_result")] = extra
     add_cold_start(result, data, test_data._dataset)
     return result
+
+
+def recorded_config(config: Config) -> dict[str, Any]:
+    """The run's configuration as its result file records it (the values JSON can hold): what a later merge reads to
+    tell the protocol (e.g. ``mask_history``) and to reload the run."""
+    return {k: v for k, v in config.final_config_dict.items()
+            if isinstance(v, (str, int, float, bool, list, dict, type(None)))}
 
 
 @dataclass
@@ -176,7 +182,7 @@ def run_score_ensemble(model: str, dataset: str, checkpoints: list[str], weights
               "seconds": {"train": 0.0, "test": round(time.perf_counter() - start, 3)},
               "parameters": sum(p.numel() for p in ensemble.parameters()),
               "machine": machine_description(config["device"]), "versions": package_versions(),
-              "seed": config["seed"], "per_user": fusion["per_user"]}
+              "seed": config["seed"], "config": recorded_config(config), "per_user": fusion["per_user"]}
     add_cold_start(result, data, data.test._dataset)
     return result
 

@@ -6,6 +6,7 @@ import json
 import os
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -15,7 +16,7 @@ from recbole_cemg.cli import run as run_cli
 from recbole_cemg.compare import load_runs, merge_runs, summarise
 from recbole_cemg.config import Config
 from recbole_cemg.evaluation import UserResults, training_item_counts
-from recbole_cemg.quick_start import prepare_data
+from recbole_cemg.quick_start import prepare_data, run_score_ensemble
 from recbole_cemg.significance import paired_difference
 
 SEEDS = [2020, 2021, 2022]
@@ -184,12 +185,14 @@ def test_training_counts_are_the_training_split_s_interactions(tiny_run_config):
 
 
 def test_run_compare_adds_cemg_s_stage_one_model_and_its_ensemble(tmp_path, monkeypatch):
-    """run_cemg --compare trains CEMG's own stage 1: its SASRec gets a row, and two seeds of it an ensemble."""
+    """run_cemg --compare trains CEMG's own stage 1: its SASRec gets a row, and two seeds of it an ensemble. Under
+    ``mask_history`` every row, the ensemble's included, is ranked and recorded under that protocol, so the table
+    (which refuses to mix protocols) is written."""
     output = tmp_path / "own"
     run_command(run_cli.main, [
         "run_cemg.py", "--dataset=tiny", f"--config_files={TINY_CONFIG}", "--compare=CEMG", "--seeds=2020,2021",
         f"--output={output}", f"--checkpoint_dir={tmp_path / 'saved'}", "--epochs=2", "--collab_epochs=2",
-        "--score_fusion_weights=[0,1]"], monkeypatch)
+        "--score_fusion_weights=[0,1]", "--mask_history=True"], monkeypatch)
     with open(f"{output}.json", encoding="utf-8") as f:
         table = json.load(f)
     names = [e["model"] for e in table["summary"]]
@@ -204,6 +207,18 @@ def test_run_compare_adds_cemg_s_stage_one_model_and_its_ensemble(tmp_path, monk
     users = UserResults.read(os.path.join(tmp_path, stored["per_user"]))
     assert users.metric("ndcg@10").mean() == pytest.approx(stored["test_result"]["ndcg@10"], abs=1e-4)
     assert rows[f"{stage1} + {stage1}"]["seeds"] == 2
+    assert all(run["config"]["mask_history"] is True for run in table["runs"])
+    # the ensemble again, in memory (the top lists are not written): the same ranks, and no history item on top
+    stored = next(run for run in load_runs(str(output)) if run.get("ensemble_of"))
+    monkeypatch.setattr(sys, "argv", ["pytest"])  # RecBole's Config reads --key=value from the command line
+    overrides = {"seed": stored["seed"], "mask_history": True}
+    ensemble = run_score_ensemble("SASRec", "tiny", stored["ensemble_of"], [0, 1], [TINY_CONFIG], overrides)
+    assert np.array_equal(ensemble["per_user"].ranks, stored["per_user"].ranks)
+    test = prepare_data(Config(model="SASRec", dataset="tiny", config_file_list=[TINY_CONFIG])).test
+    histories = [{int(i) for i in row if i > 0} for interaction, *_ in test for row in interaction["item_id_list"]]
+    assert any(histories) and len(histories) == len(ensemble["per_user"].top)
+    for top, items in zip(ensemble["per_user"].top, histories):
+        assert not set(top.tolist()) & items
 
 
 def test_seeds_must_be_integers(stops_with, monkeypatch):
