@@ -11,6 +11,10 @@ masked]``), which ``compare.py --merge`` pairs like any other run:
 
     python benchmarks/history_items.py benchmarks/results/beauty-cpu/sasrec-2020.json --output DIR/sasrec-2020
     python benchmarks/compare.py --merge DIR/*-20??.json --reference="SASRec [history masked]" --output DIR/table
+
+A CEMG run's score fusion with its collaborative model is re-done the same way, its weight chosen again on the
+masked validation; ``--ensembles --set mask_history=True`` then fuses the merged baselines' checkpoints (``B + B``)
+under the same protocol, the rows the fused one is compared with.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 from recbole_cemg.compare import load_run, reload_run, scored, scored_user_results  # noqa: E402
 from recbole_cemg.errors import command_line  # noqa: E402
 from recbole_cemg.evaluation import UserResults, per_user_metrics, write_result_file  # noqa: E402
+from recbole_cemg.utils import get_trainer  # noqa: E402
 
 
 @torch.no_grad()
@@ -51,15 +56,30 @@ def history_masked(model: torch.nn.Module, loader, item_counts: torch.Tensor) ->
     return results, usage
 
 
+def masked_fusion(run: dict[str, Any], model: torch.nn.Module, data) -> dict[str, Any] | None:
+    """A CEMG run's score fusion with its collaborative model, done again under ``mask_history``: the weight chosen
+    on the masked validation, tested masked (None for a run without one). Compared with the baseline ensembles of the
+    same protocol (``compare.py --merge ... --ensembles --set mask_history=True``)."""
+    if not run.get("score_fusion"):
+        return None
+    config = data.test.config  # the loaders', the model's and the trainer's config: from here on, masked
+    config["mask_history"] = True
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    return {**trainer.score_fusion(data.valid, data.test, data.item_counts),
+            "unmasked_test_result": run["score_fusion"]["test_result"]}
+
+
 def masked_result(run: dict[str, Any]) -> dict[str, Any]:
-    """The run's record with its test result and per-user results those of the history-masked ranking."""
+    """The run's record with its test result and per-user results those of the history-masked ranking (and its
+    score fusion's, re-fused on the masked validation)."""
     model, data = reload_run(run)
     test, usage = history_masked(model, data.test, data.item_counts)
     metrics = per_user_metrics(run["test_result"])
     return {**run, "model": f"{run['model']} [history masked]", "per_user": test, "history_items": usage,
             "config": {**run["config"], "mask_history": True},
             "test_result": {m: round(float(test.metric(m).mean()), 4) for m in metrics},
-            "unmasked_test_result": run["test_result"], "score_fusion": None, "collaborative": None}
+            "unmasked_test_result": run["test_result"], "score_fusion": masked_fusion(run, model, data),
+            "collaborative": None}
 
 
 @command_line("history_items")

@@ -67,13 +67,27 @@ def test_a_history_masked_ranking_removes_exactly_the_history_items_above_the_ta
 
 
 def test_cemg_under_mask_history_ranks_no_history_item_in_its_top_lists(tiny_run_config):
-    config = dict(tiny_run_config["config_dict"], epochs=1, tokenizer_epochs=10, mask_history=True)
-    run = run_cemg("CEMG", "tiny", tiny_run_config["config_file_list"], config, verbose=False)
+    """CEMG and its score fusion under the option; history_items.py re-does a finished run's fusion the same way (one
+    epoch of each stage that validates, so the masked validation picks the same checkpoints)."""
+    config = dict(tiny_run_config["config_dict"], epochs=1, collab_epochs=1, tokenizer_epochs=10,
+                  score_fusion_weights=[0, 0.5, 2])
+    run = run_cemg("CEMG", "tiny", tiny_run_config["config_file_list"], dict(config, mask_history=True), verbose=False)
     model, data = reload_run(run)
     histories = [{int(i) for i in row if i > 0} for interaction, *_ in data.test for row in interaction[model.ITEM_SEQ]]
     for top, items in zip(run["per_user"].top, histories):
         assert not set(top.tolist()) & items
+    for top, items in zip(run["score_fusion"]["per_user"].top, histories):
+        assert not set(top.tolist()) & items
     assert any(items for items in histories)
+
+    unmasked = run_cemg("CEMG", "tiny", tiny_run_config["config_file_list"], config, verbose=False)
+    again = load_script("history_items", "benchmarks").masked_result(unmasked)
+    fused, expected = again["score_fusion"], run["score_fusion"]
+    assert fused["valid_by_weight"] == expected["valid_by_weight"] != unmasked["score_fusion"]["valid_by_weight"]
+    assert fused["weight"] == expected["weight"] and fused["test_result"] == expected["test_result"]
+    assert np.array_equal(fused["per_user"].ranks, expected["per_user"].ranks)
+    assert fused["unmasked_test_result"] == unmasked["score_fusion"]["test_result"]
+    assert np.array_equal(again["per_user"].ranks, run["per_user"].ranks)
 
 
 def test_mask_history_needs_an_item_sequence():
