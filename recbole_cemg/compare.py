@@ -171,7 +171,7 @@ def baseline_ensembles(rows: list[dict[str, Any]], dataset: str, config_file_lis
     for row in rows:
         if "error" in row or row.get("ensemble_of"):
             continue
-        if parse_variant(row["model"])[0] != "CEMG" and row.get("checkpoint"):
+        if row["config"]["model"] != "CEMG" and row.get("checkpoint"):  # the row's name may be any label
             members.setdefault(row["model"], []).append((row["config"]["model"], row["seed"], row["checkpoint"]))
         elif (row.get("collaborative") or {}).get("checkpoint"):
             members.setdefault(collaborative_name(row), []).append(

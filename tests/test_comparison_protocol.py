@@ -13,7 +13,7 @@ import torch
 from conftest import ROOT, TINY_CONFIG
 from recbole_cemg.cli import compare as compare_cli
 from recbole_cemg.cli import run as run_cli
-from recbole_cemg.compare import load_runs, merge_runs, summarise
+from recbole_cemg.compare import baseline_ensembles, load_runs, merge_runs, summarise
 from recbole_cemg.config import Config
 from recbole_cemg.evaluation import UserResults, training_item_counts
 from recbole_cemg.quick_start import prepare_data, run_score_ensemble
@@ -149,6 +149,19 @@ def test_the_ensemble_fuses_two_seeds_with_the_weight_chosen_on_valid(benchmark)
         # weight 0 is the first model alone: its validation score is that run's own best
         assert valid[0.0] == pytest.approx(sasrec[run["seed"]]["best_valid_result"]["ndcg@10"], abs=1e-4)
         assert len(set(valid.values())) > 1  # the second model's scores change the ranking
+
+
+def test_ensembles_are_built_from_runs_whose_row_names_are_labels(benchmark, monkeypatch):
+    """A merged run's row name may be a label such as history_items.py's ``SASRec [history masked]``: which runs are
+    baselines to ensemble is read from their recorded model, not parsed from the name."""
+    folder, _ = benchmark
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setattr(sys, "argv", ["pytest"])
+    runs = [r for r in load_runs(str(folder / "tiny")) if not r.get("ensemble_of")]
+    labelled = [{**r, "model": f"{r['model']} [history masked]"} if r["model"] == "SASRec" else r for r in runs]
+    ensembles = baseline_ensembles(labelled[:2] + labelled[3:4], "tiny", [TINY_CONFIG], {})
+    assert [e["model"] for e in ensembles] == ["SASRec [history masked] + SASRec [history masked]"] * 2
+    assert ensembles[0]["ensemble_of"] == [runs[0]["checkpoint"], runs[1]["checkpoint"]]
 
 
 def test_popularity_buckets_reach_the_csv(benchmark):
