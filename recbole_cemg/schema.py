@@ -172,6 +172,8 @@ def _cemg_relations(config: MutableMapping[str, Any]) -> Iterator[tuple[str, str
     needs_items_likelihood = (
         ("loss_candidates", "choosing the training softmax's candidates", "the likelihood over the items",
          config["loss_candidates"] == "trained"),
+        ("loss_mask_history", "leaving the history items out of the training softmax", "the likelihood over the items",
+         config["loss_mask_history"]),
         ("code_mixer", "mixing the levels of an item's output vector",
          "per-level softmaxes assume a sum over levels", bool(config["code_mixer"])),
         ("codeword_projection", "adding the codewords to an item's output vector",

@@ -357,6 +357,36 @@ def test_loss_candidates_leave_never_trained_items_out_of_the_training_softmax()
     assert (plain.residual_items.weight.grad[[11, 12]].abs().sum(1) > 0).all()
 
 
+@pytest.mark.parametrize("code_loss", ["items", "views"])
+def test_loss_mask_history_leaves_each_position_s_read_items_out_of_its_softmax(code_loss):
+    """Each position's softmax normalises over the items its state has not read (a recurring target stays a
+    candidate), on top of ``loss_candidates``; the item read gets no gradient from the position after it."""
+    windows = torch.tensor([[3, 7, 2, 9], [5, 1, 5, 0]])  # row 2 reads item 5 again: that target stays
+    candidates = torch.ones(N_ITEMS + 1, dtype=torch.bool)
+    candidates[[0, 12]] = False
+    model = generator(code_loss, loss_mask_history=True, loss_candidates=candidates)
+    loss = model.loss(sequence(model, windows), all_positions=True)
+    with torch.no_grad():
+        states = model.states(sequence(model, windows).inputs())
+        expected = []
+        for row, step in zip(*torch.nonzero(windows[:, 1:] > 0, as_tuple=True)):
+            target = int(windows[row, step + 1])
+            allowed = candidates.clone()
+            allowed[windows[row, :step + 1]] = False
+            allowed[target] = True
+            query = torch.cat([head(states[row, step]) for head in model.heads], -1)
+            position = torch.cumsum(allowed, 0)[target] - 1  # the target's column among the allowed items
+            expected.append(-sum(torch.log_softmax((query[c] @ model.item_vectors()[:, c].T)[allowed], -1)[position]
+                                 for c in model.expert_columns))  # one softmax per view under views
+    torch.testing.assert_close(loss, torch.stack(expected).mean())
+    # one window, one position: item 3 is read and is not the target, so its own output vector gets no gradient
+    single = generator(code_loss, n_items=N_ITEMS + 1, loss_mask_history=True)
+    single.residual_items.weight.data.normal_()
+    single.loss(sequence(single, torch.tensor([[3, 7]])), all_positions=True).backward()
+    gradient = single.residual_items.weight.grad.abs().sum(1)
+    assert gradient[3] == 0 and (gradient[[1, 2, 7]] > 0).all()
+
+
 @pytest.mark.parametrize("levels", [0, 1])
 def test_cold_target_simulation_scores_the_chosen_targets_through_their_content_only_tuples(levels):
     """With every target simulated, the loss is the NLL of each target's content-only tuple (on its first

@@ -233,6 +233,7 @@ def test_each_violation_names_the_key_and_what_is_expected(key, value, expected)
     ({"residual_item_embedding": True, "generator_input": "tokens"}, "residual_item_embedding",
      "set generator_input: items"),
     ({"loss_candidates": "trained", "code_loss": "levels"}, "loss_candidates", "code_loss: items or views"),
+    ({"loss_mask_history": True, "code_loss": "levels"}, "loss_mask_history", "code_loss: items or views"),
     ({"code_mixer": 64, "code_loss": "levels"}, "code_mixer", "code_loss: items or views (per-level softmaxes"),
     ({"code_loss": "views"}, "code_loss", "set tokenizer_views: 2 (or more), or code_loss: items"),
     ({"codeword_projection": True, "code_loss": "levels"}, "codeword_projection", "code_loss: items"),

@@ -53,6 +53,12 @@ tuple alone: the ranker stays pure.
 a cell with what was just read can be scored as a group, which the heads cannot do from the sum of code embeddings
 the transformer reads. It reads nothing but codes, so the ranker stays pure.
 
+``loss_mask_history`` leaves each position's history items out of its training softmax, as ``mask_history`` leaves
+them out of the ranking. Where no item recurs (the Amazon sets) they are never the next item, and pushing one down
+pushes down every item that shares its codes: the cell-mates of the item just read, which are often the next one. A
+per-item output vector (SASRec's) can push one item down alone; a code tuple cannot. Training only, and meant for the
+``mask_history`` protocol: unmasked, the history items are then ranked wherever their codes put them.
+
 ``n_items`` > 0 makes it a hybrid (``residual_item_embedding``): each item's output vector also gets a projection of
 its collaborative embedding and a free vector of its own (initialised at 0), SASRec's output capacity beside the
 codes; items are then ranked by more than their code tuple.
@@ -80,7 +86,7 @@ class ItemLevelGenerator(NextItemGenerator):
                  loss_candidates: torch.Tensor | None = None, cold_target_simulation: float = 0.0,
                  cold_target_levels: int = 0, distill_weight: float = 0.0, code_mixer: int = 0,
                  codeword_dim: int = 0, code_transition: bool = False, transition_scope: str = "level",
-                 transition_items: int = 1, view_levels: int = 0) -> None:
+                 transition_items: int = 1, view_levels: int = 0, loss_mask_history: bool = False) -> None:
         super().__init__(num_beams)
         self.model = build_backbone(llm_path, llm_config, lora, dtype, max_positions=max_history_items + 1)
         hidden = self.model.config.hidden_size
@@ -117,6 +123,7 @@ class ItemLevelGenerator(NextItemGenerator):
         if n_items:
             nn.init.zeros_(self.residual_items.weight)
         self.register_buffer("loss_candidates", loss_candidates, persistent=False)
+        self.loss_mask_history = loss_mask_history
 
     @classmethod
     def from_config(cls, config, level_sizes: list[int], collab_dim: int,
@@ -135,7 +142,8 @@ class ItemLevelGenerator(NextItemGenerator):
                    codeword_dim=latent_dim if config["codeword_projection"] else 0,
                    code_transition=config["code_transition"], transition_scope=config["transition_scope"],
                    transition_items=config["transition_items"],
-                   view_levels=config["view_levels"] or config["codebook_levels"])
+                   view_levels=config["view_levels"] or config["codebook_levels"],
+                   loss_mask_history=config["loss_mask_history"])
 
     def code_vectors(self, codes: torch.Tensor) -> torch.Tensor:
         """The output vector ``[n, levels * hidden]`` of code tuples ``[n, levels]``: their code embeddings side by
@@ -233,8 +241,12 @@ class ItemLevelGenerator(NextItemGenerator):
             simulated = torch.nonzero(torch.rand(len(targets), device=targets.device) < self.cold_target_simulation)
             content_targets = simulated[:, 0], targets[simulated[:, 0]]
         rows, steps = torch.nonzero(predicted, as_tuple=True)  # the order of states[predicted]
+        candidates = self.loss_candidates
+        if self.loss_mask_history:
+            unread = ~self.history_items(window.items[rows], steps, targets)
+            candidates = unread if candidates is None else candidates & unread
         log_probs = self.item_log_probs(states[predicted], self.transition_terms(inputs.codes, rows, steps),
-                                        self.loss_candidates, content_targets)
+                                        candidates, content_targets)
         nll = F.nll_loss(log_probs, targets)
         if teacher is None or not self.distill_weight:
             return nll
@@ -244,6 +256,17 @@ class ItemLevelGenerator(NextItemGenerator):
         soft = soft.exp()  # items the generator cannot score (padding, non-candidates) get 0 from the teacher
         cross_entropy = -(soft * log_probs.masked_fill(soft == 0, 0.0)).sum(-1).mean()
         return (1 - self.distill_weight) * nll + self.distill_weight * cross_entropy
+
+    def history_items(self, items: torch.Tensor, steps: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """``[n, items]``: True for the items among the first ``steps + 1`` of each row of ``items`` ``[n, length]``
+        (what the state after item ``steps`` has read), but the row's target, which stays a candidate where an item
+        recurs."""
+        read = items * (torch.arange(items.shape[1], device=items.device) <= steps.unsqueeze(1))
+        mask = torch.zeros(len(items), len(self.item_codes), dtype=torch.bool, device=items.device)
+        mask.scatter_(1, read, True)
+        mask[:, 0] = False
+        mask[torch.arange(len(items), device=items.device), targets] = False
+        return mask
 
     def all_item_scores(self, history: ItemSequence) -> torch.Tensor:
         """Every item's exact log-probability."""
