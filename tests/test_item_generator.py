@@ -385,6 +385,10 @@ def test_loss_mask_history_leaves_each_position_s_read_items_out_of_its_softmax(
     single.loss(sequence(single, torch.tensor([[3, 7]])), all_positions=True).backward()
     gradient = single.residual_items.weight.grad.abs().sum(1)
     assert gradient[3] == 0 and (gradient[[1, 2, 7]] > 0).all()
+    # distillation's teacher is renormalised over the same candidates: its mass on a read item would meet a -inf
+    model.distill_weight = 0.5
+    distilled = model.loss(sequence(model, windows), all_positions=True, teacher=shifted_teacher(2, []))
+    assert torch.isfinite(distilled) and distilled > 0.5 * loss
 
 
 @pytest.mark.parametrize("levels", [0, 1])

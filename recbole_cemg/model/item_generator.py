@@ -251,8 +251,8 @@ class ItemLevelGenerator(NextItemGenerator):
         if teacher is None or not self.distill_weight:
             return nll
         soft = teacher(window.items[rows], steps + 1)
-        if self.loss_candidates is not None:
-            soft = torch.log_softmax(soft.masked_fill(~self.loss_candidates, float("-inf")), dim=-1)
+        if candidates is not None:  # the teacher's distribution over the same candidates
+            soft = torch.log_softmax(soft.masked_fill(~candidates, float("-inf")), dim=-1)
         soft = soft.exp()  # items the generator cannot score (padding, non-candidates) get 0 from the teacher
         cross_entropy = -(soft * log_probs.masked_fill(soft == 0, 0.0)).sum(-1).mean()
         return (1 - self.distill_weight) * nll + self.distill_weight * cross_entropy
